@@ -1,0 +1,120 @@
+"""Parameters and plumbing shared by the transformers that run a backbone."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from numbers import Integral
+
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from . import __version__
+from ._extraction import iter_activations, resolve_device
+from .backbones import (
+    BACKBONES,
+    LayerSpec,
+    get_backbone_spec,
+    list_layers,
+    load_network,
+    resolve_layer,
+)
+from .exceptions import GuidanceSignWarning, LayerError, VersionMismatchWarning
+from .images import ResizePolicy, check_images
+
+_BACKBONE_CONSTRAINTS = {
+    "backbone": [StrOptions(set(BACKBONES))],
+    "weights": [str, os.PathLike, None],
+    "image_size": [Interval(Integral, 16, None, closed="left"), None],
+    "max_size": [Interval(Integral, 16, None, closed="left"), None],
+    "batch_size": [Interval(Integral, 1, None, closed="left")],
+    "device": [str],
+    "n_workers": [Interval(Integral, 0, None, closed="left")],
+    "verbose": ["verbose"],
+}
+
+
+class BackboneTransformer(TransformerMixin, BaseEstimator):
+    """Base class: a transformer of images that reads layers of a backbone.
+
+    Subclasses declare ``_parameter_constraints`` including
+    ``_BACKBONE_CONSTRAINTS`` and call :meth:`_iter_layer_outputs`. The network
+    is never stored on the estimator: it is rebuilt from ``backbone`` and
+    ``weights`` (and cached per process), so pickles stay small and hold no
+    device tensors.
+    """
+
+    def _backbone_spec(self):
+        return get_backbone_spec(self.backbone)
+
+    def _resize_policy(self) -> ResizePolicy:
+        spec = self._backbone_spec()
+        if self.image_size is not None and self.max_size is not None:
+            raise ValueError(
+                f"image_size={self.image_size} and max_size={self.max_size} are "
+                "both set; set image_size=None to keep the aspect ratio with the "
+                "longer side capped at max_size, or max_size=None to warp images "
+                "to image_size x image_size"
+            )
+        image_size = self.image_size
+        if image_size is None and self.max_size is None:
+            image_size = spec.image_size
+        return ResizePolicy(image_size, self.max_size, spec.interpolation)
+
+    def _resolve_layer(self, name: str) -> LayerSpec:
+        if not isinstance(name, str):
+            raise LayerError(
+                f"layer names must be strings, got {name!r}; run "
+                f"`skcrosslayer layers {self.backbone}` to list them"
+            )
+        return resolve_layer(self.backbone, name)
+
+    def _check_guidance_sign(self, spec: LayerSpec) -> None:
+        if spec.nonnegative:
+            return
+        candidates = [
+            layer.name for layer in list_layers(self.backbone) if layer.nonnegative
+        ]
+        warnings.warn(
+            f"guidance layer {spec.name!r} of {self.backbone} has no ReLU, so its "
+            "activations can be negative and weight local features with both "
+            f"signs; layers with nonnegative outputs: {', '.join(candidates)}",
+            GuidanceSignWarning,
+            stacklevel=3,
+        )
+
+    def _iter_layer_outputs(self, X, specs, description="images"):
+        """Yield ``(indices, outputs)`` for the images of ``X``."""
+        items = check_images(X)
+        device = resolve_device(self.device)
+        network = load_network(self.backbone, self.weights)
+        return len(items), iter_activations(
+            network,
+            self._backbone_spec(),
+            specs,
+            items,
+            self._resize_policy(),
+            batch_size=self.batch_size,
+            n_workers=self.n_workers,
+            device=device,
+            verbose=self.verbose,
+            description=description,
+        )
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["_skcrosslayer_version"] = __version__
+        return state
+
+    def __setstate__(self, state):
+        version = state.pop("_skcrosslayer_version", None)
+        if version is not None and version != __version__:
+            warnings.warn(
+                f"{type(self).__name__} was saved with skcrosslayer {version} and "
+                f"is loaded with {__version__}; results may differ. Refit it with "
+                "this version to be safe.",
+                VersionMismatchWarning,
+                stacklevel=2,
+            )
+        super().__setstate__(state)
+

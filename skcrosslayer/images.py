@@ -1,0 +1,242 @@
+"""Image loading, conversion to RGB, resizing and batching.
+
+Inputs are file paths, PIL images or numpy arrays, mixed freely. Decoding and
+resizing run in DataLoader worker processes so that they overlap with the
+network's forward pass; a batch only holds images of one size, because
+zero-padding smaller images would change the activations near the border.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from .exceptions import ImageLoadError
+
+__all__ = ["ResizePolicy", "check_images", "iter_image_batches", "load_rgb"]
+
+_RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+
+# EXIF orientations 5 to 8 rotate by 90 degrees, which swaps width and height.
+_EXIF_ORIENTATION_TAG = 274
+_TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
+
+
+def _describe(item) -> str:
+    if isinstance(item, str | os.PathLike):
+        return repr(os.fspath(item))
+    if isinstance(item, np.ndarray):
+        return f"array of shape {item.shape} and dtype {item.dtype}"
+    return type(item).__name__
+
+
+def check_images(X) -> list:
+    """Return ``X`` as a list of images, or raise a clear error.
+
+    ``X`` is a sequence whose items are file paths, PIL images or arrays, or a
+    4-D array ``(n_images, height, width, channels)``.
+    """
+    if isinstance(X, str | os.PathLike | Image.Image):
+        raise TypeError(
+            f"X must be a sequence of images, got a single {_describe(X)}; "
+            "wrap it in a list"
+        )
+    if isinstance(X, np.ndarray):
+        if X.ndim == 4:
+            return list(X)
+        raise TypeError(
+            f"X is an array of shape {X.shape}; pass a sequence of images "
+            "(file paths, PIL images or HxWx3 uint8 arrays), or a 4-D array "
+            "(n_images, height, width, 3)"
+        )
+    try:
+        items = list(X)
+    except TypeError:
+        raise TypeError(
+            f"X must be a sequence of images, got {type(X).__name__}"
+        ) from None
+    if not items:
+        raise ValueError("X is empty; pass at least one image")
+    for i, item in enumerate(items):
+        if not isinstance(item, str | os.PathLike | Image.Image | np.ndarray):
+            raise TypeError(
+                f"X[{i}] is a {type(item).__name__}; each image must be a file "
+                "path, a PIL image or an HxWx3 uint8 array"
+            )
+    return items
+
+
+def _array_to_pil(array: np.ndarray, index: int) -> Image.Image:
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise ImageLoadError(
+            f"X[{index}] is an array of shape {array.shape}; expected HxW "
+            "(grayscale), HxWx3 (RGB) or HxWx4 (RGBA)"
+        )
+    if array.dtype == np.uint8:
+        pass
+    elif np.issubdtype(array.dtype, np.floating):
+        if not np.all(np.isfinite(array)) or array.min() < 0 or array.max() > 1:
+            raise ImageLoadError(
+                f"X[{index}] is a float array with values outside [0, 1]; "
+                "pass uint8 values in [0, 255] or floats in [0, 1]"
+            )
+        array = np.round(array * 255).astype(np.uint8)
+    else:
+        raise ImageLoadError(
+            f"X[{index}] has dtype {array.dtype}; expected uint8 in [0, 255] "
+            "or float in [0, 1]"
+        )
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL mode to RGB; transparency is composited on white."""
+    mode = image.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        if mode.startswith("I;16") or (mode == "I" and values.max() > 255):
+            values = values / 257.0
+        elif mode == "F" and values.max() <= 1.0:
+            values = values * 255.0
+        image = Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8))
+    if mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB")
+
+
+def load_rgb(item, index: int = 0) -> Image.Image:
+    """Load one image as an RGB PIL image with EXIF orientation applied."""
+    if isinstance(item, np.ndarray):
+        return _to_rgb(_array_to_pil(item, index))
+    if isinstance(item, Image.Image):
+        return _to_rgb(ImageOps.exif_transpose(item))
+    path = os.fspath(item)
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)
+            image.load()
+            return _to_rgb(image)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageLoadError(f"cannot load image {path!r}: {exc}") from exc
+
+
+def image_dimensions(item, index: int = 0) -> tuple[int, int]:
+    """Return ``(width, height)`` after EXIF orientation, without decoding."""
+    if isinstance(item, np.ndarray):
+        return item.shape[1], item.shape[0]
+    if isinstance(item, Image.Image):
+        image = item
+        width, height = image.size
+    else:
+        path = os.fspath(item)
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+                orientation = image.getexif().get(_EXIF_ORIENTATION_TAG)
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ImageLoadError(f"cannot read image {path!r}: {exc}") from exc
+        if orientation in _TRANSPOSING_ORIENTATIONS:
+            return height, width
+        return width, height
+    orientation = image.getexif().get(_EXIF_ORIENTATION_TAG)
+    if orientation in _TRANSPOSING_ORIENTATIONS:
+        return height, width
+    return width, height
+
+
+@dataclass(frozen=True)
+class ResizePolicy:
+    """How images are resized before the network.
+
+    With ``image_size`` set, every image is warped to a square of that side
+    (the classification setting). With ``max_size`` set instead, the aspect
+    ratio is kept and images whose longer side exceeds ``max_size`` are
+    downscaled (the retrieval setting).
+    """
+
+    image_size: int | None
+    max_size: int | None
+    interpolation: str = "bilinear"
+
+    def target_size(self, width: int, height: int) -> tuple[int, int]:
+        """Return the ``(width, height)`` an image of this size is resized to."""
+        if self.image_size is not None:
+            return self.image_size, self.image_size
+        scale = min(1.0, self.max_size / max(width, height))
+        return max(1, round(width * scale)), max(1, round(height * scale))
+
+    @property
+    def fixed(self) -> bool:
+        """Whether every image gets the same size."""
+        return self.image_size is not None
+
+
+class _ImageDataset(torch.utils.data.Dataset):
+    def __init__(self, items: Sequence, policy: ResizePolicy):
+        self.items = items
+        self.policy = policy
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        image = load_rgb(self.items[index], index)
+        size = self.policy.target_size(*image.size)
+        if size != image.size:
+            image = image.resize(size, _RESAMPLE[self.policy.interpolation])
+        array = np.asarray(image, dtype=np.uint8)
+        # (height, width, 3) -> (3, height, width)
+        return index, torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+def _size_buckets(items: Sequence, policy: ResizePolicy, batch_size: int):
+    """Group image indices into batches whose images share one target size."""
+    if policy.fixed:
+        indices = list(range(len(items)))
+        return [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+    buckets = defaultdict(list)
+    for i, item in enumerate(items):
+        buckets[policy.target_size(*image_dimensions(item, i))].append(i)
+    batches = []
+    for indices in buckets.values():
+        batches.extend(
+            indices[i : i + batch_size] for i in range(0, len(indices), batch_size)
+        )
+    return batches
+
+
+def iter_image_batches(
+    items: Sequence,
+    policy: ResizePolicy,
+    batch_size: int,
+    n_workers: int = 0,
+    pin_memory: bool = False,
+) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """Yield ``(indices, images)`` batches, decoded and resized in workers.
+
+    ``images`` is a uint8 tensor ``(batch, 3, height, width)`` and ``indices``
+    are the positions of its images in ``items``. Batches follow input order
+    for a fixed size; with aspect kept they are grouped by size.
+    """
+    batches = _size_buckets(items, policy, batch_size)
+    n_workers = min(n_workers, len(batches) - 1) if len(batches) > 1 else 0
+    loader = torch.utils.data.DataLoader(
+        _ImageDataset(items, policy),
+        batch_sampler=batches,
+        num_workers=n_workers,
+        pin_memory=pin_memory,
+    )
+    for indices, images in loader:
+        yield indices.numpy(), images
