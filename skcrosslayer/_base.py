@@ -117,4 +117,3 @@ class BackboneTransformer(TransformerMixin, BaseEstimator):
                 stacklevel=2,
             )
         super().__setstate__(state)
-

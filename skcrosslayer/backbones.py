@@ -107,7 +107,7 @@ def _resnet_specs(network: nn.Module) -> list[LayerSpec]:
     # ReLU follows the residual sum), so its post-ReLU output is the block's.
     specs = [LayerSpec("conv1", "bn1", "relu", True)]
     for stage in range(1, 5):
-        for b, block in enumerate(getattr(network, f"layer{stage}")):
+        for b in range(len(getattr(network, f"layer{stage}"))):
             path = f"layer{stage}.{b}"
             for k in (1, 2):
                 specs.append(

@@ -248,9 +248,13 @@ def _run_classify(args) -> int:
             )
         )
     else:
-        print(f"{len(train)} training and {len(test)} test images, {len(classes)} classes")
-        print(f"features: {pooler.backbone} {' x '.join(pooler.layers_)}, "
-              f"{pooler.n_features_out_} dims; LinearSVC C={search.best_params_['C']}")
+        print(
+            f"{len(train)} training and {len(test)} test images, {len(classes)} classes"
+        )
+        print(
+            f"features: {pooler.backbone} {' x '.join(pooler.layers_)}, "
+            f"{pooler.n_features_out_} dims; LinearSVC C={search.best_params_['C']}"
+        )
         print(f"accuracy: {accuracy:.4f}\n")
         print(report)
     return 0

@@ -136,7 +136,9 @@ def _retrieval_map(transformer, images, groups) -> float:
     for query in range(len(images)):
         order = np.argsort(-similarities[query], kind="stable")
         ranking = order[order != query]
-        positives = np.flatnonzero((groups == groups[query]) & (np.arange(len(groups)) != query))
+        positives = np.flatnonzero(
+            (groups == groups[query]) & (np.arange(len(groups)) != query)
+        )
         precisions.append(retrieval_average_precision(ranking, positives))
     return float(np.mean(precisions))
 

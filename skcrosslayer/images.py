@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse
 import torch
 from PIL import Image, ImageOps
 
@@ -47,10 +48,17 @@ def check_images(X) -> list:
             f"X must be a sequence of images, got a single {_describe(X)}; "
             "wrap it in a list"
         )
-    if isinstance(X, np.ndarray):
-        if X.ndim == 4:
-            return list(X)
+    if scipy.sparse.issparse(X):
         raise TypeError(
+            "X is a sparse matrix, but sparse input is not supported: pass a "
+            "sequence of images (file paths, PIL images or HxWx3 uint8 arrays)"
+        )
+    if isinstance(X, np.ndarray):
+        if X.ndim == 4 and len(X):
+            return list(X)
+        if X.ndim == 4:
+            raise ValueError(f"X is empty (shape {X.shape}); pass at least one image")
+        raise ValueError(
             f"X is an array of shape {X.shape}; pass a sequence of images "
             "(file paths, PIL images or HxWx3 uint8 arrays), or a 4-D array "
             "(n_images, height, width, 3)"

@@ -18,7 +18,12 @@ from sklearn.utils.validation import check_is_fitted
 from ._base import _BACKBONE_CONSTRAINTS, BackboneTransformer
 from .backbones import list_layers
 from .exceptions import LayerError
-from .pooling import cross_layer_pool, guidance_weights, local_features, normalize_pooled
+from .pooling import (
+    cross_layer_pool,
+    guidance_weights,
+    local_features,
+    normalize_pooled,
+)
 
 __all__ = ["CrossLayerPooler"]
 

@@ -47,7 +47,7 @@ class SignQuantizer(TransformerMixin, BaseEstimator):
         -------
         self : SignQuantizer
         """
-        validate_data(self, X, accept_sparse=False, dtype=None)
+        validate_data(self, X, accept_sparse=False, dtype="numeric")
         return self
 
     def transform(self, X) -> np.ndarray:

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 from sklearn.utils._param_validation import InvalidParameterError
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skcrosslayer import binary
 from skcrosslayer.binary import (
@@ -185,17 +184,6 @@ def test_packed_inner_products_rejects_too_many_bits():
 
 
 # ---------------------------------------------------------- FeatureBinarizer
-
-
-@parametrize_with_checks(
-    [
-        FeatureBinarizer(),
-        FeatureBinarizer(output="dense"),
-        FeatureBinarizer(block_size=1),
-    ]
-)
-def test_feature_binarizer_estimator_checks(estimator, check):
-    check(estimator)
 
 
 def test_feature_binarizer_block_attributes():

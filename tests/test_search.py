@@ -8,7 +8,6 @@ from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils._param_validation import InvalidParameterError
-from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skcrosslayer import search as search_module
 from skcrosslayer.binary import FeatureBinarizer, hamming_distances, pack_signs
@@ -338,13 +337,6 @@ def test_average_precision_without_positives_is_nan():
 
 
 # ------------------------------------------------------------- ImageRetriever
-
-
-@parametrize_with_checks(
-    [ImageRetriever(), ImageRetriever(block_size=1, mode="symmetric")]
-)
-def test_image_retriever_estimator_checks(estimator, check):
-    check(estimator)
 
 
 def test_image_retriever_hand_worked():
