@@ -100,6 +100,10 @@ class CrossLayerPooler(BackboneTransformer):
         pass; 0 loads in the main process.
     random_state : int, RandomState instance or None, default=None
         Seeds the sampling of local features for the PCA.
+    channel_strengths : bool, default=False
+        Append K columns to the output: the mean activation of each guidance
+        channel over the pooled units. :class:`ChannelSelector` ranks guidance
+        channels by them for adaptive channel selection in retrieval.
     verbose : int, default=0
         Show a progress bar when positive.
 
@@ -114,7 +118,7 @@ class CrossLayerPooler(BackboneTransformer):
     n_guidance_channels_ : int
         Number K of guidance channels.
     n_features_out_ : int
-        Output dims, K * d.
+        Output dims: K * d, plus K with ``channel_strengths=True``.
     pca_ : PCA or None
         The fitted PCA of the local features.
     n_fit_samples_ : int
@@ -149,6 +153,7 @@ class CrossLayerPooler(BackboneTransformer):
         "final_l2": ["boolean"],
         "n_fit_samples": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
+        "channel_strengths": ["boolean"],
     }
 
     def __init__(
@@ -171,6 +176,7 @@ class CrossLayerPooler(BackboneTransformer):
         device: str = "auto",
         n_workers: int = 2,
         random_state=None,
+        channel_strengths: bool = False,
         verbose: int = 0,
     ):
         self.backbone = backbone
@@ -190,6 +196,7 @@ class CrossLayerPooler(BackboneTransformer):
         self.device = device
         self.n_workers = n_workers
         self.random_state = random_state
+        self.channel_strengths = channel_strengths
         self.verbose = verbose
 
     # -- parameters resolved at fit time ------------------------------------
@@ -283,7 +290,9 @@ class CrossLayerPooler(BackboneTransformer):
         self.n_components_ = (
             self.pca_.n_components_ if self.pca else self.n_local_features_
         )
-        self.n_features_out_ = self.n_guidance_channels_ * self.n_components_
+        self.n_features_out_ = self.n_guidance_channels_ * (
+            self.n_components_ + self.channel_strengths
+        )
         logger.info(
             "Fitted CrossLayerPooler on %d images: %s -> %s, %d x %d = %d dims",
             n_images,
@@ -382,21 +391,28 @@ class CrossLayerPooler(BackboneTransformer):
             features = (features - mean) @ components
         # (B, K, d)
         pooled = cross_layer_pool(features, weights, self.pooling)
-        return normalize_pooled(
+        vectors = normalize_pooled(
             pooled,
             block_l2=self.block_l2,
             signed_sqrt=self.signed_sqrt,
             final_l2=self.final_l2,
         )
+        if self.channel_strengths:
+            # (B, N, K) -> (B, K) mean activation per guidance channel
+            vectors = torch.cat([vectors, weights.mean(dim=1)], dim=1)
+        return vectors
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
-        """Return names ``g{k}_c{j}``: guidance channel k, local component j."""
+        """Return names ``g{k}_c{j}``: guidance channel k, local component j.
+
+        With ``channel_strengths=True`` the last K names are ``strength_g{k}``.
+        """
         check_is_fitted(self)
-        return np.asarray(
-            [
-                f"g{k}_c{j}"
-                for k in range(self.n_guidance_channels_)
-                for j in range(self.n_components_)
-            ],
-            dtype=object,
-        )
+        names = [
+            f"g{k}_c{j}"
+            for k in range(self.n_guidance_channels_)
+            for j in range(self.n_components_)
+        ]
+        if self.channel_strengths:
+            names += [f"strength_g{k}" for k in range(self.n_guidance_channels_)]
+        return np.asarray(names, dtype=object)

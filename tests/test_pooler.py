@@ -325,3 +325,24 @@ def test_invalid_parameters(params, error, match):
 def test_invalid_inputs(X, match):
     with pytest.raises((ValueError, TypeError), match=match):
         CrossLayerPooler(n_workers=0).fit(X)
+
+
+def test_channel_strengths_are_mean_guidance(fitted, features):
+    pooler = clone(fitted).set_params(channel_strengths=True).fit(training_photos())
+    output = pooler.transform(photos()[:2])
+    assert output.shape == (2, 1280 * 320 + 1280)
+    np.testing.assert_allclose(output[:, : 1280 * 320], features[:2], atol=BATCH_ATOL)
+    network = load_network("efficientnet_lite0")
+    image = Image.fromarray(photos()[0]).resize((224, 224), Image.Resampling.BICUBIC)
+    x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)
+    x = ((x - 0.5) / 0.5).permute(2, 0, 1)[None]
+    with torch.inference_mode():
+        local = network.blocks(network.bn1(network.conv_stem(x)))
+        guidance = network.bn2(network.conv_head(local))
+    np.testing.assert_allclose(
+        output[0, 1280 * 320 :],
+        guidance[0].mean(dim=(1, 2)).numpy(),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+    assert pooler.get_feature_names_out()[-1] == "strength_g1279"
