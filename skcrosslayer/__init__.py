@@ -3,7 +3,7 @@
 __version__ = "0.1.0.dev0"
 
 from .backbones import BACKBONES, list_layers  # noqa: E402
-from .baselines import GlobalPooler  # noqa: E402
+from .baselines import GlobalPooler, PCAWhitening  # noqa: E402
 from .binary import FeatureBinarizer  # noqa: E402
 from .pooler import CrossLayerPooler  # noqa: E402
 from .quantization import SignQuantizer  # noqa: E402
@@ -15,6 +15,7 @@ __all__ = [
     "FeatureBinarizer",
     "GlobalPooler",
     "ImageRetriever",
+    "PCAWhitening",
     "SignQuantizer",
     "list_layers",
 ]

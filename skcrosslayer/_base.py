@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from numbers import Integral
 
+import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 
@@ -19,8 +21,15 @@ from .backbones import (
     load_network,
     resolve_layer,
 )
-from .exceptions import GuidanceSignWarning, LayerError, VersionMismatchWarning
+from .exceptions import (
+    GuidanceSignWarning,
+    ImageLoadWarning,
+    LayerError,
+    VersionMismatchWarning,
+)
 from .images import ResizePolicy, check_images
+
+logger = logging.getLogger(__name__)
 
 _BACKBONE_CONSTRAINTS = {
     "backbone": [StrOptions(set(BACKBONES))],
@@ -31,7 +40,44 @@ _BACKBONE_CONSTRAINTS = {
     "device": [str],
     "n_workers": [Interval(Integral, 0, None, closed="left")],
     "verbose": ["verbose"],
+    "on_error": [StrOptions({"raise", "warn", "skip"})],
 }
+
+
+class BackboneRun:
+    """Iterable of ``(indices, layer_outputs)`` batches of one pass over images.
+
+    ``failures`` fills with ``(index, message)`` for images that could not be
+    loaded (only with ``on_error`` other than ``"raise"``) while iterating.
+    """
+
+    def __init__(self, n_images: int, batches, failures: list):
+        self.n_images = n_images
+        self.batches = batches
+        self.failures = failures
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def valid_mask(self) -> np.ndarray:
+        """Return a boolean mask of the images that were loaded, in input order."""
+        mask = np.ones(self.n_images, dtype=bool)
+        mask[[index for index, _ in self.failures]] = False
+        return mask
+
+    def report(self, on_error: str, owner: str) -> None:
+        """Warn (``on_error="warn"``) or log the images that failed to load."""
+        if not self.failures:
+            return
+        message = (
+            f"{owner}: {len(self.failures)} of {self.n_images} images could not "
+            f"be loaded and give all-zero rows, for example: {self.failures[0][1]}"
+        )
+        logger.info("%s", message)
+        for index, error in self.failures:
+            logger.debug("image %d failed: %s", index, error)
+        if on_error == "warn":
+            warnings.warn(message, ImageLoadWarning, stacklevel=4)
 
 
 class BackboneTransformer(TransformerMixin, BaseEstimator):
@@ -84,11 +130,12 @@ class BackboneTransformer(TransformerMixin, BaseEstimator):
         )
 
     def _iter_layer_outputs(self, X, specs, description="images"):
-        """Yield ``(indices, outputs)`` for the images of ``X``."""
+        """Return ``(n_images, run)``: a :class:`BackboneRun` over ``X``."""
         items = check_images(X)
         device = resolve_device(self.device)
         network = load_network(self.backbone, self.weights)
-        return len(items), iter_activations(
+        failures = []
+        batches = iter_activations(
             network,
             self._backbone_spec(),
             specs,
@@ -99,7 +146,10 @@ class BackboneTransformer(TransformerMixin, BaseEstimator):
             device=device,
             verbose=self.verbose,
             description=description,
+            on_error=getattr(self, "on_error", "raise"),
+            failures=failures,
         )
+        return len(items), BackboneRun(len(items), batches, failures)
 
     def __getstate__(self):
         state = super().__getstate__()

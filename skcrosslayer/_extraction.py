@@ -92,11 +92,14 @@ def iter_activations(
     device: torch.device,
     verbose: int = 0,
     description: str = "images",
+    on_error: str = "raise",
+    failures: list | None = None,
 ) -> Iterator[tuple[np.ndarray, list[torch.Tensor]]]:
     """Yield ``(indices, layer_outputs)`` for batches of ``items``.
 
     The network is moved to ``device`` and put in eval mode; the caller's mode
     is not restored because networks are shared, inference-only copies.
+    Images that cannot be loaded are handled as in :func:`iter_image_batches`.
     """
     network.eval()
     network.to(device)
@@ -106,6 +109,8 @@ def iter_activations(
         batch_size=batch_size,
         n_workers=n_workers,
         pin_memory=device.type == "cuda",
+        on_error=on_error,
+        failures=failures,
     )
     with tqdm(
         total=len(items), desc=description, unit="img", disable=verbose <= 0

@@ -10,6 +10,7 @@ __all__ = [
     "BackboneError",
     "GuidanceSignWarning",
     "ImageLoadError",
+    "ImageLoadWarning",
     "LayerError",
     "NotFittedError",
     "VersionMismatchWarning",
@@ -35,6 +36,10 @@ class ImageLoadError(ValueError):
 
 class GuidanceSignWarning(UserWarning):
     """A guidance layer whose activations can be negative."""
+
+
+class ImageLoadWarning(UserWarning):
+    """Images skipped because they could not be loaded (``on_error="warn"``)."""
 
 
 class VersionMismatchWarning(UserWarning):

@@ -9,6 +9,7 @@ zero-padding smaller images would change the activations near the border.
 from __future__ import annotations
 
 import os
+import warnings
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -164,6 +165,12 @@ def image_dimensions(item, index: int = 0) -> tuple[int, int]:
     return width, height
 
 
+# With the aspect ratio kept, images whose shorter side would be below this
+# many pixels are upscaled to it: smaller inputs leave AlexNet or VGG with an
+# empty grid before conv5.
+MIN_SIDE = 64
+
+
 @dataclass(frozen=True)
 class ResizePolicy:
     """How images are resized before the network.
@@ -171,7 +178,9 @@ class ResizePolicy:
     With ``image_size`` set, every image is warped to a square of that side
     (the classification setting). With ``max_size`` set instead, the aspect
     ratio is kept and images whose longer side exceeds ``max_size`` are
-    downscaled (the retrieval setting).
+    downscaled (the retrieval setting); images whose shorter side would be
+    below :data:`MIN_SIDE` pixels are upscaled until it reaches ``MIN_SIDE``,
+    even if the longer side then exceeds ``max_size``.
     """
 
     image_size: int | None
@@ -183,7 +192,12 @@ class ResizePolicy:
         if self.image_size is not None:
             return self.image_size, self.image_size
         scale = min(1.0, self.max_size / max(width, height))
+        scale = max(scale, MIN_SIDE / min(width, height))
         return max(1, round(width * scale)), max(1, round(height * scale))
+
+    def upscales(self, width: int, height: int) -> bool:
+        """Whether an image of this size is upscaled to reach ``MIN_SIDE``."""
+        return self.image_size is None and min(width, height) < MIN_SIDE
 
     @property
     def fixed(self) -> bool:
@@ -192,31 +206,64 @@ class ResizePolicy:
 
 
 class _ImageDataset(torch.utils.data.Dataset):
-    def __init__(self, items: Sequence, policy: ResizePolicy):
+    def __init__(self, items: Sequence, policy: ResizePolicy, on_error: str):
         self.items = items
         self.policy = policy
+        self.on_error = on_error
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int):
-        image = load_rgb(self.items[index], index)
+        try:
+            image = load_rgb(self.items[index], index)
+        except ImageLoadError as exc:
+            if self.on_error == "raise":
+                raise
+            return index, None, str(exc)
         size = self.policy.target_size(*image.size)
         if size != image.size:
             image = image.resize(size, _RESAMPLE[self.policy.interpolation])
         array = np.asarray(image, dtype=np.uint8)
         # (height, width, 3) -> (3, height, width)
-        return index, torch.from_numpy(array.copy()).permute(2, 0, 1)
+        return index, torch.from_numpy(array.copy()).permute(2, 0, 1), None
 
 
-def _size_buckets(items: Sequence, policy: ResizePolicy, batch_size: int):
+def _collate(samples):
+    """Stack the decoded images of a batch and set the failed ones apart."""
+    decoded = [(i, image) for i, image, error in samples if error is None]
+    failures = [(i, error) for i, _, error in samples if error is not None]
+    indices = torch.tensor([i for i, _ in decoded], dtype=torch.long)
+    images = torch.stack([image for _, image in decoded]) if decoded else None
+    return indices, images, failures
+
+
+def _size_buckets(items, policy, batch_size, on_error, failures):
     """Group image indices into batches whose images share one target size."""
     if policy.fixed:
         indices = list(range(len(items)))
         return [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
     buckets = defaultdict(list)
+    upscaled = []
     for i, item in enumerate(items):
-        buckets[policy.target_size(*image_dimensions(item, i))].append(i)
+        try:
+            width, height = image_dimensions(item, i)
+        except ImageLoadError as exc:
+            if on_error == "raise":
+                raise
+            failures.append((i, str(exc)))
+            continue
+        if policy.upscales(width, height):
+            upscaled.append(f"{_describe(item)} ({width}x{height})")
+        buckets[policy.target_size(width, height)].append(i)
+    if upscaled:
+        warnings.warn(
+            f"{len(upscaled)} images have a side below {MIN_SIDE} px and are "
+            f"upscaled to {MIN_SIDE} px on the shorter side, for example "
+            f"{upscaled[0]}",
+            UserWarning,
+            stacklevel=4,
+        )
     batches = []
     for indices in buckets.values():
         batches.extend(
@@ -231,20 +278,31 @@ def iter_image_batches(
     batch_size: int,
     n_workers: int = 0,
     pin_memory: bool = False,
+    on_error: str = "raise",
+    failures: list | None = None,
 ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
     """Yield ``(indices, images)`` batches, decoded and resized in workers.
 
     ``images`` is a uint8 tensor ``(batch, 3, height, width)`` and ``indices``
     are the positions of its images in ``items``. Batches follow input order
     for a fixed size; with aspect kept they are grouped by size.
+
+    With ``on_error="raise"`` an image that cannot be loaded raises
+    :class:`ImageLoadError` naming it. Otherwise it is left out of the batches
+    and ``(index, message)`` is appended to ``failures``.
     """
-    batches = _size_buckets(items, policy, batch_size)
+    if failures is None:
+        failures = []
+    batches = _size_buckets(items, policy, batch_size, on_error, failures)
     n_workers = min(n_workers, len(batches) - 1) if len(batches) > 1 else 0
     loader = torch.utils.data.DataLoader(
-        _ImageDataset(items, policy),
+        _ImageDataset(items, policy, on_error),
         batch_sampler=batches,
         num_workers=n_workers,
         pin_memory=pin_memory,
+        collate_fn=_collate,
     )
-    for indices, images in loader:
-        yield indices.numpy(), images
+    for indices, images, batch_failures in loader:
+        failures.extend(batch_failures)
+        if images is not None:
+            yield indices.numpy(), images

@@ -100,6 +100,12 @@ class CrossLayerPooler(BackboneTransformer):
         pass; 0 loads in the main process.
     random_state : int, RandomState instance or None, default=None
         Seeds the sampling of local features for the PCA.
+    on_error : {"raise", "warn", "skip"}, default="raise"
+        What to do with an image that cannot be loaded (missing, truncated,
+        not an image). ``"raise"`` raises :class:`ImageLoadError` naming it;
+        ``"warn"`` and ``"skip"`` leave it out of the PCA sample, give it an
+        all-zero output row and report it through :meth:`transform_with_mask`
+        (``"warn"`` also warns with :class:`ImageLoadWarning`).
     channel_strengths : bool, default=False
         Append K columns to the output: the mean activation of each guidance
         channel over the pooled units. :class:`ChannelSelector` ranks guidance
@@ -176,6 +182,7 @@ class CrossLayerPooler(BackboneTransformer):
         device: str = "auto",
         n_workers: int = 2,
         random_state=None,
+        on_error: str = "raise",
         channel_strengths: bool = False,
         verbose: int = 0,
     ):
@@ -196,6 +203,7 @@ class CrossLayerPooler(BackboneTransformer):
         self.device = device
         self.n_workers = n_workers
         self.random_state = random_state
+        self.on_error = on_error
         self.channel_strengths = channel_strengths
         self.verbose = verbose
 
@@ -280,6 +288,12 @@ class CrossLayerPooler(BackboneTransformer):
                     n_units, size=min(n_units, per_image), replace=False
                 )
                 samples.append(features[row, picks].cpu().numpy())
+        batches.report(self.on_error, type(self).__name__)
+        if not samples:
+            raise ValueError(
+                f"none of the {n_images} training images could be loaded; "
+                f"first error: {batches.failures[0][1]}"
+            )
         samples = np.concatenate(samples)[: self.n_fit_samples]
 
         self.layers_ = (local_spec.name, guidance_spec.name)
@@ -353,13 +367,27 @@ class CrossLayerPooler(BackboneTransformer):
 
         Returns
         -------
-        ndarray of shape (n_images, n_guidance_channels_ * n_components_)
-            float32, rows in input order, channel-major blocks.
+        ndarray of shape (n_images, n_features_out_)
+            float32, rows in input order, channel-major blocks. Images that
+            could not be loaded (``on_error`` other than ``"raise"``) give
+            all-zero rows.
+        """
+        return self.transform_with_mask(X)[0]
+
+    def transform_with_mask(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """Return the pooled vectors of ``X`` and a mask of the loaded images.
+
+        Returns
+        -------
+        features : ndarray of shape (n_images, n_features_out_)
+            As returned by :meth:`transform`.
+        valid : ndarray of shape (n_images,), bool
+            False for the images that could not be loaded, whose rows are zero.
         """
         check_is_fitted(self)
         specs = [self._resolve_layer(name) for name in self.layers_]
         n_images, batches = self._iter_layer_outputs(X, specs, description="transform")
-        output = np.empty((n_images, self.n_features_out_), dtype=np.float32)
+        output = np.zeros((n_images, self.n_features_out_), dtype=np.float32)
         projection = None
         for indices, (local, guidance) in batches:
             self._check_grids(local, guidance)
@@ -368,7 +396,8 @@ class CrossLayerPooler(BackboneTransformer):
             with torch.inference_mode():
                 vectors = self._pool_batch(local, guidance, projection)
             output[indices] = vectors.cpu().numpy()
-        return output
+        batches.report(self.on_error, type(self).__name__)
+        return output, batches.valid_mask()
 
     def _projection(self, device: torch.device):
         """Return the PCA mean ``(C,)`` and components ``(C, d)`` on ``device``."""

@@ -13,6 +13,7 @@ from skcrosslayer import (
     FeatureBinarizer,
     GlobalPooler,
     ImageRetriever,
+    PCAWhitening,
     SignQuantizer,
 )
 
@@ -70,6 +71,8 @@ TINY = dict(backbone="alexnet", weights=None, image_size=64, n_workers=0)
         CrossLayerPooler(**TINY, random_state=0),
         GlobalPooler(**TINY),
         SignQuantizer(),
+        PCAWhitening(),
+        PCAWhitening(n_components=1, power=0.5, normalize=False),
         FeatureBinarizer(),
         FeatureBinarizer(output="dense"),
         FeatureBinarizer(block_size=1),
