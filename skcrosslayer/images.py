@@ -75,20 +75,25 @@ def check_images(X) -> list:
     for i, item in enumerate(items):
         if not isinstance(item, str | os.PathLike | Image.Image | np.ndarray):
             raise TypeError(
-                f"X[{i}] is a {type(item).__name__}; each image must be a file "
+                f"X[{i}] has type {type(item).__name__}; each image must be a file "
                 "path, a PIL image or an HxWx3 uint8 array"
             )
     return items
 
 
-def _array_to_pil(array: np.ndarray, index: int) -> Image.Image:
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[:, :, 0]
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+def _check_array_shape(array: np.ndarray, index: int) -> None:
+    channels_ok = array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (1, 3, 4))
+    if not channels_ok:
         raise ImageLoadError(
             f"X[{index}] is an array of shape {array.shape}; expected HxW "
             "(grayscale), HxWx3 (RGB) or HxWx4 (RGBA)"
         )
+
+
+def _array_to_pil(array: np.ndarray, index: int) -> Image.Image:
+    _check_array_shape(array, index)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
     if array.dtype == np.uint8:
         pass
     elif np.issubdtype(array.dtype, np.floating):
@@ -116,7 +121,9 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         elif mode == "F" and values.max() <= 1.0:
             values = values * 255.0
         image = Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8))
-    if mode == "P" and "transparency" in image.info:
+    # A transparency key (a palette index, gray level or RGB colour) marks
+    # transparent pixels, which are composited on white like an alpha channel.
+    if mode in ("P", "L", "RGB", "1") and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
         rgba = image.convert("RGBA")
@@ -144,6 +151,7 @@ def load_rgb(item, index: int = 0) -> Image.Image:
 def image_dimensions(item, index: int = 0) -> tuple[int, int]:
     """Return ``(width, height)`` after EXIF orientation, without decoding."""
     if isinstance(item, np.ndarray):
+        _check_array_shape(item, index)
         return item.shape[1], item.shape[0]
     if isinstance(item, Image.Image):
         image = item
@@ -154,7 +162,7 @@ def image_dimensions(item, index: int = 0) -> tuple[int, int]:
             with Image.open(path) as image:
                 width, height = image.size
                 orientation = image.getexif().get(_EXIF_ORIENTATION_TAG)
-        except (OSError, SyntaxError, ValueError) as exc:
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
             raise ImageLoadError(f"cannot read image {path!r}: {exc}") from exc
         if orientation in _TRANSPOSING_ORIENTATIONS:
             return height, width

@@ -342,7 +342,7 @@ class CrossLayerPooler(BackboneTransformer):
                     f"their {n_components} dims, so the PCA keeps {n_samples} "
                     "components; fit on more or larger images for a full-rank PCA",
                     UserWarning,
-                    stacklevel=3,
+                    stacklevel=4,
                 )
                 n_components = n_samples
         if n_components > min(n_samples, n_dims):
