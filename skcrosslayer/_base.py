@@ -5,17 +5,22 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections import defaultdict
 from numbers import Integral
 
+import joblib
 import numpy as np
+import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from . import __version__
+from ._cache import ActivationCache, image_key
 from ._extraction import iter_activations, resolve_device
 from .backbones import (
     BACKBONES,
     LayerSpec,
+    _weights_key,
     get_backbone_spec,
     list_layers,
     load_network,
@@ -27,7 +32,7 @@ from .exceptions import (
     LayerError,
     VersionMismatchWarning,
 )
-from .images import ResizePolicy, check_images
+from .images import MIN_SIDE, ResizePolicy, check_images
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +46,7 @@ _BACKBONE_CONSTRAINTS = {
     "n_workers": [Interval(Integral, 0, None, closed="left")],
     "verbose": ["verbose"],
     "on_error": [StrOptions({"raise", "warn", "skip"})],
+    "memory": [str, os.PathLike, joblib.Memory, None],
 }
 
 
@@ -130,26 +136,89 @@ class BackboneTransformer(TransformerMixin, BaseEstimator):
         )
 
     def _iter_layer_outputs(self, X, specs, description="images"):
-        """Return ``(n_images, run)``: a :class:`BackboneRun` over ``X``."""
+        """Return ``(n_images, run)``: a :class:`BackboneRun` over ``X``.
+
+        With a ``memory`` parameter set, activations are read from and written
+        to the cache, and the backbone only runs on images not cached yet.
+        """
         items = check_images(X)
-        device = resolve_device(self.device)
-        network = load_network(self.backbone, self.weights)
         failures = []
-        batches = iter_activations(
-            network,
+        memory = getattr(self, "memory", None)
+        if memory is None:
+            batches = self._run_backbone(items, specs, description, failures)
+        else:
+            batches = self._run_cached(items, specs, description, failures, memory)
+        return len(items), BackboneRun(len(items), batches, failures)
+
+    def _run_backbone(self, items, specs, description, failures):
+        return iter_activations(
+            load_network(self.backbone, self.weights),
             self._backbone_spec(),
             specs,
             items,
             self._resize_policy(),
             batch_size=self.batch_size,
             n_workers=self.n_workers,
-            device=device,
+            device=resolve_device(self.device),
             verbose=self.verbose,
             description=description,
             on_error=getattr(self, "on_error", "raise"),
             failures=failures,
         )
-        return len(items), BackboneRun(len(items), batches, failures)
+
+    def _run_cached(self, items, specs, description, failures, memory):
+        policy = self._resize_policy()
+        cache = ActivationCache(
+            memory,
+            {
+                "backbone": self.backbone,
+                "weights": list(map(str, _weights_key(self.weights))),
+                "layers": [spec.name for spec in specs],
+                "resize": [policy.image_size, policy.max_size, policy.interpolation],
+                "min_side": MIN_SIDE,
+            },
+        )
+        keys = [image_key(item) for item in items]
+        cached = {}
+        for i, key in enumerate(keys):
+            arrays = cache.load(key, len(specs))
+            if arrays is not None:
+                cached[i] = arrays
+        missing = np.asarray([i for i in range(len(items)) if i not in cached])
+        logger.info(
+            "Activation cache %s: %d of %d images cached",
+            cache.folder,
+            len(cached),
+            len(items),
+        )
+
+        if len(missing):
+            sub_failures = []
+            computed = self._run_backbone(
+                [items[i] for i in missing], specs, description, sub_failures
+            )
+            for sub_indices, outputs in computed:
+                indices = missing[sub_indices]
+                for row, index in enumerate(indices):
+                    cache.store(keys[index], [o[row].cpu().numpy() for o in outputs])
+                yield indices, outputs
+            failures.extend((missing[i], message) for i, message in sub_failures)
+
+        # Cached activations are batched by shape, as images are by size.
+        device = resolve_device(self.device)
+        by_shape = defaultdict(list)
+        for index, arrays in cached.items():
+            by_shape[tuple(a.shape for a in arrays)].append(index)
+        for indices in by_shape.values():
+            for start in range(0, len(indices), self.batch_size):
+                batch = indices[start : start + self.batch_size]
+                outputs = [
+                    torch.from_numpy(np.stack([cached[i][layer] for i in batch])).to(
+                        device
+                    )
+                    for layer in range(len(specs))
+                ]
+                yield np.asarray(batch), outputs
 
     def __getstate__(self):
         state = super().__getstate__()

@@ -341,6 +341,11 @@ class GlobalPooler(BackboneTransformer):
     normalize : bool, default=True
         l2-normalise each output vector. R-MAC vectors are normalised by
         their definition whatever this is set to.
+    memory : str, path, joblib.Memory or None, default=None
+        Folder of an on-disk cache of layer activations, keyed by image
+        content, backbone, weights, layers and resizing. With it, refitting
+        with other pooling parameters (as a grid search does) runs the
+        backbone only on images not seen before. Entries are not evicted.
     on_error : {"raise", "warn", "skip"}, default="raise"
         As in :class:`CrossLayerPooler`: images that cannot be loaded raise,
         or give all-zero rows reported by :meth:`transform_with_mask`.
@@ -394,6 +399,7 @@ class GlobalPooler(BackboneTransformer):
         device: str = "auto",
         n_workers: int = 2,
         on_error: str = "raise",
+        memory=None,
         verbose: int = 0,
     ):
         self.backbone = backbone
@@ -409,6 +415,7 @@ class GlobalPooler(BackboneTransformer):
         self.device = device
         self.n_workers = n_workers
         self.on_error = on_error
+        self.memory = memory
         self.verbose = verbose
 
     @_fit_context(prefer_skip_nested_validation=True)

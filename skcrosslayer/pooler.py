@@ -100,6 +100,11 @@ class CrossLayerPooler(BackboneTransformer):
         pass; 0 loads in the main process.
     random_state : int, RandomState instance or None, default=None
         Seeds the sampling of local features for the PCA.
+    memory : str, path, joblib.Memory or None, default=None
+        Folder of an on-disk cache of layer activations, keyed by image
+        content, backbone, weights, layers and resizing. With it, refitting
+        with other pooling parameters (as a grid search does) runs the
+        backbone only on images not seen before. Entries are not evicted.
     on_error : {"raise", "warn", "skip"}, default="raise"
         What to do with an image that cannot be loaded (missing, truncated,
         not an image). ``"raise"`` raises :class:`ImageLoadError` naming it;
@@ -183,6 +188,7 @@ class CrossLayerPooler(BackboneTransformer):
         n_workers: int = 2,
         random_state=None,
         on_error: str = "raise",
+        memory=None,
         channel_strengths: bool = False,
         verbose: int = 0,
     ):
@@ -204,6 +210,7 @@ class CrossLayerPooler(BackboneTransformer):
         self.n_workers = n_workers
         self.random_state = random_state
         self.on_error = on_error
+        self.memory = memory
         self.channel_strengths = channel_strengths
         self.verbose = verbose
 
