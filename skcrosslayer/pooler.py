@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import warnings
 from numbers import Integral
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,6 +20,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._base import _BACKBONE_CONSTRAINTS, BackboneTransformer
 from .backbones import list_layers
 from .exceptions import LayerError
+from .images import check_images
 from .pooling import (
     cross_layer_pool,
     guidance_weights,
@@ -100,6 +103,8 @@ class CrossLayerPooler(BackboneTransformer):
         pass; 0 loads in the main process.
     random_state : int, RandomState instance or None, default=None
         Seeds the sampling of local features for the PCA.
+    dtype : {"float32", "float16"}, default="float32"
+        Output dtype; float16 halves the memory of the features.
     memory : str, path, joblib.Memory or None, default=None
         Folder of an on-disk cache of layer activations, keyed by image
         content, backbone, weights, layers and resizing. With it, refitting
@@ -165,6 +170,7 @@ class CrossLayerPooler(BackboneTransformer):
         "n_fit_samples": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
         "channel_strengths": ["boolean"],
+        "dtype": [StrOptions({"float32", "float16"})],
     }
 
     def __init__(
@@ -188,6 +194,7 @@ class CrossLayerPooler(BackboneTransformer):
         n_workers: int = 2,
         random_state=None,
         on_error: str = "raise",
+        dtype: str = "float32",
         memory=None,
         channel_strengths: bool = False,
         verbose: int = 0,
@@ -210,6 +217,7 @@ class CrossLayerPooler(BackboneTransformer):
         self.n_workers = n_workers
         self.random_state = random_state
         self.on_error = on_error
+        self.dtype = dtype
         self.memory = memory
         self.channel_strengths = channel_strengths
         self.verbose = verbose
@@ -375,7 +383,7 @@ class CrossLayerPooler(BackboneTransformer):
         Returns
         -------
         ndarray of shape (n_images, n_features_out_)
-            float32, rows in input order, channel-major blocks. Images that
+            ``dtype``, rows in input order, channel-major blocks. Images that
             could not be loaded (``on_error`` other than ``"raise"``) give
             all-zero rows.
         """
@@ -392,9 +400,53 @@ class CrossLayerPooler(BackboneTransformer):
             False for the images that could not be loaded, whose rows are zero.
         """
         check_is_fitted(self)
+        items = check_images(X)
+        output = np.zeros((len(items), self.n_features_out_), dtype=self.dtype)
+        return output, self._transform_into(items, output)
+
+    def transform_to_npy(self, X, path) -> np.memmap:
+        """Stream the pooled vectors of ``X`` into a ``.npy`` file on disk.
+
+        For datasets whose features do not fit in memory: rows are written
+        batch by batch into a memory-mapped file, so memory stays bounded by
+        the batch. The file is written under a temporary name and renamed
+        when complete, so ``path`` never holds a partial result.
+
+        Parameters
+        ----------
+        X : sequence of images
+        path : str or path
+            Output ``.npy`` file; an existing file is replaced.
+
+        Returns
+        -------
+        numpy.memmap of shape (n_images, n_features_out_)
+            The file, opened read-only. Rows of images that could not be
+            loaded are zero.
+        """
+        check_is_fitted(self)
+        path = Path(path)
+        items = check_images(X)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            output = np.lib.format.open_memmap(
+                temporary,
+                mode="w+",
+                dtype=self.dtype,
+                shape=(len(items), self.n_features_out_),
+            )
+            self._transform_into(items, output)
+            output.flush()
+            del output
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
+        return np.load(path, mmap_mode="r")
+
+    def _transform_into(self, X, output: np.ndarray) -> np.ndarray:
+        """Write the rows of ``X`` into ``output``; return the valid mask."""
         specs = [self._resolve_layer(name) for name in self.layers_]
-        n_images, batches = self._iter_layer_outputs(X, specs, description="transform")
-        output = np.zeros((n_images, self.n_features_out_), dtype=np.float32)
+        _, batches = self._iter_layer_outputs(X, specs, description="transform")
         projection = None
         for indices, (local, guidance) in batches:
             self._check_grids(local, guidance)
@@ -404,7 +456,7 @@ class CrossLayerPooler(BackboneTransformer):
                 vectors = self._pool_batch(local, guidance, projection)
             output[indices] = vectors.cpu().numpy()
         batches.report(self.on_error, type(self).__name__)
-        return output, batches.valid_mask()
+        return batches.valid_mask()
 
     def _projection(self, device: torch.device):
         """Return the PCA mean ``(C,)`` and components ``(C, d)`` on ``device``."""

@@ -346,3 +346,24 @@ def test_channel_strengths_are_mean_guidance(fitted, features):
         atol=1e-5,
     )
     assert pooler.get_feature_names_out()[-1] == "strength_g1279"
+
+
+def test_float16_output(fitted, features):
+    half = clone(fitted).set_params(dtype="float16").fit(training_photos())
+    output = half.transform(photos()[:2])
+    assert output.dtype == np.float16
+    np.testing.assert_allclose(output, features[:2], atol=1e-3)
+
+
+def test_transform_to_npy_streams_to_disk(fitted, features, tmp_path):
+    path = tmp_path / "features.npy"
+    on_disk = fitted.transform_to_npy(iter(photos()), path)
+    assert isinstance(on_disk, np.memmap)
+    np.testing.assert_array_equal(np.load(path), on_disk)
+    np.testing.assert_allclose(on_disk, features, atol=BATCH_ATOL)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["features.npy"]
+
+
+def test_generator_input_is_read_once(fitted, features):
+    output = fitted.transform(p for p in photos())
+    np.testing.assert_allclose(output, features, atol=BATCH_ATOL)
