@@ -47,6 +47,7 @@ _BACKBONE_CONSTRAINTS = {
     "verbose": ["verbose"],
     "on_error": [StrOptions({"raise", "warn", "skip"})],
     "memory": [str, os.PathLike, joblib.Memory, None],
+    "precision": [StrOptions({"float32", "bfloat16", "float16"})],
 }
 
 
@@ -164,6 +165,7 @@ class BackboneTransformer(TransformerMixin, BaseEstimator):
             description=description,
             on_error=getattr(self, "on_error", "raise"),
             failures=failures,
+            precision=getattr(self, "precision", "float32"),
         )
 
     def _run_cached(self, items, specs, description, failures, memory):
@@ -176,6 +178,7 @@ class BackboneTransformer(TransformerMixin, BaseEstimator):
                 "layers": [spec.name for spec in specs],
                 "resize": [policy.image_size, policy.max_size, policy.interpolation],
                 "min_side": MIN_SIDE,
+                "precision": getattr(self, "precision", "float32"),
             },
         )
         keys = [image_key(item) for item in items]

@@ -7,6 +7,7 @@ layers (the fully-connected classifier in particular).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator, Sequence
 
@@ -70,6 +71,16 @@ def capture_layers(
     return [captured[spec.name] for spec in specs]
 
 
+_AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _autocast(device: torch.device, precision: str):
+    """Return an autocast context for ``precision``, or a no-op for float32."""
+    if precision == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=_AUTOCAST_DTYPES[precision])
+
+
 def normalize_images(
     images: torch.Tensor, backbone: BackboneSpec, device: torch.device
 ) -> torch.Tensor:
@@ -94,6 +105,7 @@ def iter_activations(
     description: str = "images",
     on_error: str = "raise",
     failures: list | None = None,
+    precision: str = "float32",
 ) -> Iterator[tuple[np.ndarray, list[torch.Tensor]]]:
     """Yield ``(indices, layer_outputs)`` for batches of ``items``.
 
@@ -116,8 +128,11 @@ def iter_activations(
         total=len(items), desc=description, unit="img", disable=verbose <= 0
     ) as progress:
         for indices, images in batches:
-            with torch.inference_mode():
+            with torch.inference_mode(), _autocast(device, precision):
                 inputs = normalize_images(images, backbone, device)
                 outputs = capture_layers(network, specs, inputs)
+            if precision != "float32":
+                # Pooling and normalisation always run in float32.
+                outputs = [output.float() for output in outputs]
             yield indices, outputs
             progress.update(len(indices))

@@ -103,6 +103,11 @@ class CrossLayerPooler(BackboneTransformer):
         pass; 0 loads in the main process.
     random_state : int, RandomState instance or None, default=None
         Seeds the sampling of local features for the PCA.
+    precision : {"float32", "bfloat16", "float16"}, default="float32"
+        Precision of the network's forward pass (``torch.autocast``); pooling
+        and normalisation always run in float32. Reduced precision is mainly
+        useful on CUDA; ``benchmarks/gpu_check.sh`` measures how close the
+        descriptors stay to float32.
     dtype : {"float32", "float16"}, default="float32"
         Output dtype; float16 halves the memory of the features.
     memory : str, path, joblib.Memory or None, default=None
@@ -194,6 +199,7 @@ class CrossLayerPooler(BackboneTransformer):
         n_workers: int = 2,
         random_state=None,
         on_error: str = "raise",
+        precision: str = "float32",
         dtype: str = "float32",
         memory=None,
         channel_strengths: bool = False,
@@ -217,6 +223,7 @@ class CrossLayerPooler(BackboneTransformer):
         self.n_workers = n_workers
         self.random_state = random_state
         self.on_error = on_error
+        self.precision = precision
         self.dtype = dtype
         self.memory = memory
         self.channel_strengths = channel_strengths

@@ -367,3 +367,11 @@ def test_transform_to_npy_streams_to_disk(fitted, features, tmp_path):
 def test_generator_input_is_read_once(fitted, features):
     output = fitted.transform(p for p in photos())
     np.testing.assert_allclose(output, features, atol=BATCH_ATOL)
+
+
+def test_bfloat16_forward_stays_close(fitted, features):
+    reduced = clone(fitted).set_params(precision="bfloat16").fit(training_photos())
+    output = reduced.transform(photos())
+    assert output.dtype == np.float32
+    cosine = np.sum(output * features, axis=1)  # both unit norm
+    assert np.all(cosine > 0.95)
