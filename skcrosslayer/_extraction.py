@@ -8,6 +8,7 @@ layers (the fully-connected classifier in particular).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 from collections.abc import Iterator, Sequence
 
@@ -113,8 +114,6 @@ def iter_activations(
     is not restored because networks are shared, inference-only copies.
     Images that cannot be loaded are handled as in :func:`iter_image_batches`.
     """
-    network.eval()
-    network.to(device)
     batches = iter_image_batches(
         items,
         policy,
@@ -124,10 +123,17 @@ def iter_activations(
         on_error=on_error,
         failures=failures,
     )
+    # Taking the first batch starts the decoding workers, so that they fork
+    # before this call initialises CUDA by moving the network.
+    first = next(batches, None)
+    network.eval()
+    network.to(device)
+    if first is None:
+        return
     with tqdm(
         total=len(items), desc=description, unit="img", disable=verbose <= 0
     ) as progress:
-        for indices, images in batches:
+        for indices, images in itertools.chain([first], batches):
             with torch.inference_mode(), _autocast(device, precision):
                 inputs = normalize_images(images, backbone, device)
                 outputs = capture_layers(network, specs, inputs)
