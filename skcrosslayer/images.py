@@ -2,7 +2,7 @@
 
 Inputs are file paths, PIL images or numpy arrays, mixed freely. Decoding and
 resizing run in DataLoader worker processes so that they overlap with the
-network's forward pass; a batch only holds images of one size, because
+network's forward pass. A batch only contains images of one size, because
 zero-padding smaller images would change the activations near the border.
 """
 

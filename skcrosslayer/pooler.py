@@ -417,7 +417,7 @@ class CrossLayerPooler(BackboneTransformer):
         For datasets whose features do not fit in memory: rows are written
         batch by batch into a memory-mapped file, so memory stays bounded by
         the batch. The file is written under a temporary name and renamed
-        when complete, so ``path`` never holds a partial result.
+        when complete, so ``path`` never contains a partial result.
 
         Parameters
         ----------
