@@ -1,6 +1,6 @@
 """scikit-learn's estimator checks on every estimator of the package.
 
-CrossLayerPooler and GlobalPooler take images, not tables of numbers; the
+CrossLayerPooler, GlobalPooler and FullyConnectedPooler take images, not tables of numbers; the
 checks that fit them on a 2-D numeric table cannot pass and are listed below
 with the reason. They run on AlexNet with random weights at 64 px, where a
 trained network adds nothing.
@@ -11,6 +11,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from skcrosslayer import (
     CrossLayerPooler,
     FeatureBinarizer,
+    FullyConnectedPooler,
     GlobalPooler,
     ImageRetriever,
     PCAWhitening,
@@ -58,7 +59,7 @@ IMAGE_ESTIMATOR_FAILURES = {
 
 
 def expected_failed_checks(estimator):
-    if isinstance(estimator, CrossLayerPooler | GlobalPooler):
+    if isinstance(estimator, CrossLayerPooler | GlobalPooler | FullyConnectedPooler):
         return IMAGE_ESTIMATOR_FAILURES
     return {}
 
@@ -70,6 +71,7 @@ TINY = dict(backbone="alexnet", weights=None, image_size=64, n_workers=0)
     [
         CrossLayerPooler(**TINY, random_state=0),
         GlobalPooler(**TINY),
+        FullyConnectedPooler(**TINY),
         SignQuantizer(),
         PCAWhitening(),
         PCAWhitening(n_components=1, power=0.5, normalize=False),
