@@ -223,6 +223,22 @@ class BackboneTransformer(TransformerMixin, BaseEstimator):
                 ]
                 yield np.asarray(batch), outputs
 
+    def transform(self, X) -> np.ndarray:
+        """Return the feature vectors of ``X``.
+
+        Parameters
+        ----------
+        X : sequence of images
+            File paths, PIL images or HxWx3 uint8 arrays, or a 4-D uint8 array.
+
+        Returns
+        -------
+        ndarray of shape (n_images, n_features_out_)
+            Rows in input order; all-zero rows for images that could not be
+            loaded (``on_error`` other than ``"raise"``).
+        """
+        return self.transform_with_mask(X)[0]
+
     def __getstate__(self):
         state = super().__getstate__()
         state["_skcrosslayer_version"] = __version__

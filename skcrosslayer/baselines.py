@@ -466,22 +466,6 @@ class GlobalPooler(BackboneTransformer):
             vectors = _l2_normalize(vectors, dim=1)
         return vectors
 
-    def transform(self, X) -> np.ndarray:
-        """Return the pooled vectors of ``X``.
-
-        Parameters
-        ----------
-        X : sequence of images
-            File paths, PIL images or HxWx3 uint8 arrays, or a 4-D uint8 array.
-
-        Returns
-        -------
-        ndarray of shape (n_images, n_features_out_)
-            float32, rows in input order; all-zero rows for images that could
-            not be loaded (``on_error`` other than ``"raise"``).
-        """
-        return self.transform_with_mask(X)[0]
-
     def transform_with_mask(self, X) -> tuple[np.ndarray, np.ndarray]:
         """Return the pooled vectors of ``X`` and a mask of the loaded images."""
         check_is_fitted(self)

@@ -297,22 +297,6 @@ class FullyConnectedPooler(BackboneTransformer):
         )
         return self
 
-    def transform(self, X) -> np.ndarray:
-        """Return the fc vectors of ``X``.
-
-        Parameters
-        ----------
-        X : sequence of images
-            File paths, PIL images or HxWx3 uint8 arrays, or a 4-D uint8 array.
-
-        Returns
-        -------
-        ndarray of shape (n_images, n_features_out_)
-            float32, rows in input order; all-zero rows for images that could
-            not be loaded (``on_error`` other than ``"raise"``).
-        """
-        return self.transform_with_mask(X)[0]
-
     def transform_with_mask(self, X) -> tuple[np.ndarray, np.ndarray]:
         """Return the fc vectors of ``X`` and a mask of the loaded images."""
         check_is_fitted(self)
