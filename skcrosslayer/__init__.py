@@ -9,15 +9,18 @@ from .fc import FullyConnectedPooler  # noqa: E402
 from .pooler import CrossLayerPooler  # noqa: E402
 from .quantization import SignQuantizer  # noqa: E402
 from .search import ImageRetriever  # noqa: E402
+from .selection import ChannelSelector, SelectedChannelRetriever  # noqa: E402
 
 __all__ = [
     "BACKBONES",
+    "ChannelSelector",
     "CrossLayerPooler",
     "FeatureBinarizer",
     "FullyConnectedPooler",
     "GlobalPooler",
     "ImageRetriever",
     "PCAWhitening",
+    "SelectedChannelRetriever",
     "SignQuantizer",
     "list_layers",
 ]

@@ -1,4 +1,9 @@
-"""Command-line interface: ``skcrosslayer {demo,layers,extract,classify}``."""
+"""Command-line interface of skcrosslayer.
+
+Commands: ``demo``, ``layers``, ``extract``, ``classify``, ``retrieve`` and
+``evaluate-retrieval``. The two retrieval commands live in
+:mod:`skcrosslayer.retrieval_cli`.
+"""
 
 from __future__ import annotations
 
@@ -260,6 +265,108 @@ def _run_classify(args) -> int:
     return 0
 
 
+def _run_retrieve(args) -> int:
+    from .retrieval_cli import run_retrieve
+
+    return run_retrieve(args)
+
+
+def _run_evaluate_retrieval(args) -> int:
+    from .retrieval_cli import run_evaluate_retrieval
+
+    return run_evaluate_retrieval(args)
+
+
+def _add_search_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("search")
+    group.add_argument(
+        "--binary",
+        action="store_true",
+        help="compare packed sign codes by Hamming distance in place of floats",
+    )
+    group.add_argument(
+        "--n-channels",
+        type=int,
+        default=None,
+        metavar="K",
+        help="keep the K guidance channels of largest mean activation in each "
+        "query (default: all channels)",
+    )
+    group.add_argument(
+        "--selection-mode",
+        choices=["query", "symmetric"],
+        default="query",
+        help="'query': only queries drop channels; 'symmetric': database "
+        "images keep their own K channels too (default: query)",
+    )
+
+
+def _add_retrieval_parsers(commands) -> list[argparse.ArgumentParser]:
+    retrieve = commands.add_parser(
+        "retrieve", help="rank database images by similarity to query images"
+    )
+    retrieve.add_argument(
+        "--database", nargs="+", required=True, help="database image files or folders"
+    )
+    retrieve.add_argument(
+        "--queries", nargs="+", required=True, help="query image files or folders"
+    )
+    retrieve.add_argument(
+        "-k",
+        "--n-neighbors",
+        type=int,
+        default=10,
+        help="database images listed per query (default: 10)",
+    )
+    retrieve.add_argument("--json", action="store_true", help="print results as JSON")
+    _add_search_options(retrieve)
+    _add_pooler_options(retrieve)
+
+    evaluate = commands.add_parser(
+        "evaluate-retrieval",
+        help="score retrieval on a benchmark stored in its official layout",
+    )
+    evaluate.add_argument("root", help="folder of the extracted benchmark")
+    evaluate.add_argument(
+        "--protocol",
+        required=True,
+        choices=[
+            "holidays",
+            "oxford",
+            "paris",
+            "roxford",
+            "rparis",
+            "ukbench",
+            "groups",
+        ],
+        help="benchmark layout and scoring: INRIA Holidays, Oxford5k, Paris6k, "
+        "revisited Oxford or Paris (Easy/Medium/Hard), UKBench, or one folder "
+        "per group of images",
+    )
+    evaluate.add_argument(
+        "--query-images",
+        choices=["full", "box"],
+        default="full",
+        help="'full': whole query images, as in the TPAMI 2017 cross-layer "
+        "pooling setup; 'box': crop Oxford and Paris queries to their box "
+        "(default: full)",
+    )
+    evaluate.add_argument(
+        "--cache",
+        metavar="DIR",
+        default=None,
+        help="folder for pooled vectors (default: ROOT/.skcrosslayer-cache, or "
+        "$XDG_CACHE_HOME/skcrosslayer/features when ROOT is read-only)",
+    )
+    evaluate.add_argument(
+        "--no-cache", action="store_true", help="neither read nor write cached vectors"
+    )
+    evaluate.add_argument("--json", action="store_true", help="print results as JSON")
+    _add_search_options(evaluate)
+    _add_pooler_options(evaluate)
+    return [retrieve, evaluate]
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="skcrosslayer",
@@ -311,7 +418,8 @@ def _parser() -> argparse.ArgumentParser:
     classify.add_argument("--json", action="store_true", help="print results as JSON")
     _add_pooler_options(classify)
 
-    for sub in (demo, layers, extract, classify):
+    retrieval = _add_retrieval_parsers(commands)
+    for sub in (demo, layers, extract, classify, *retrieval):
         sub.add_argument("-v", "--verbose", action="count", default=0)
     return parser
 
@@ -321,6 +429,8 @@ _COMMANDS = {
     "layers": _run_layers,
     "extract": _run_extract,
     "classify": _run_classify,
+    "retrieve": _run_retrieve,
+    "evaluate-retrieval": _run_evaluate_retrieval,
 }
 
 
