@@ -96,7 +96,12 @@ def extract_resumable(
     if model_file.exists():
         model = joblib.load(model_file)
     else:
-        model = fit(paths)
+        try:
+            model = fit(paths)
+        except BaseException:
+            # Nothing was computed yet, so the work folder holds nothing to resume.
+            shutil.rmtree(folder)
+            raise
         atomic_write(model_file, lambda f: joblib.dump(model, f))
 
     chunks, n_resumed = [], 0

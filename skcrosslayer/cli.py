@@ -130,26 +130,34 @@ def _run_extract(args) -> int:
     import joblib
 
     from ._io import atomic_write, check_writable
+    from ._resumable import extract_resumable
 
     output = Path(args.output)
     if output.suffix != ".npy":
         output = output.with_name(output.name + ".npy")
     sidecar = output.with_suffix(".paths.txt")
     check_writable(output, args.overwrite)
+    if args.save_model:
+        check_writable(Path(args.save_model), args.overwrite)
     paths = find_images(args.inputs)
 
-    if args.model:
-        pooler = joblib.load(args.model)
-    else:
-        pooler = _pooler_from_args(args).fit(paths)
-    features = pooler.transform(paths)
+    def fit(paths):
+        if args.model:
+            return joblib.load(args.model)
+        return _pooler_from_args(args).fit(paths)
+
+    # Finished chunks are kept in OUTPUT.npy.partial/, so rerunning an
+    # interrupted command only computes the rest.
+    pooler, features, n_resumed = extract_resumable(
+        fit, paths, output, overwrite=args.overwrite, chunk_size=args.chunk_size
+    )
+    if n_resumed:
+        print(f"resumed an interrupted run: {n_resumed} images were already done")
     if args.save_model:
         atomic_write(Path(args.save_model), lambda f: joblib.dump(pooler, f))
 
-    # The paths go first, so a complete feature file always has its sidecar.
     lines = "".join(f"{os.fspath(p)}\n" for p in paths)
     atomic_write(sidecar, lambda f: f.write(lines), mode="w")
-    atomic_write(output, lambda f: np.save(f, features))
     print(f"wrote {features.shape[0]} x {features.shape[1]} features to {output}")
     print(f"wrote the image paths in row order to {sidecar}")
     return 0
@@ -398,6 +406,13 @@ def _parser() -> argparse.ArgumentParser:
     extract.add_argument("--save-model", help="save the fitted pooler with joblib")
     extract.add_argument(
         "--overwrite", action="store_true", help="replace an existing output"
+    )
+    extract.add_argument(
+        "--chunk-size",
+        type=int,
+        default=1000,
+        help="images per saved chunk; an interrupted run resumes after the "
+        "last finished chunk",
     )
     _add_pooler_options(extract)
 

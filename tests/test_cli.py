@@ -400,3 +400,38 @@ def test_demo_json(capsys):
         assert 0.0 <= accuracies[method]["accuracy"] <= 1.0
         assert 0.0 <= precisions[method]["mAP"] <= 1.0
     assert accuracies["cross-layer blocks.6 x conv_head"]["accuracy"] > 0.9
+
+
+def test_extract_resumes_after_interrupt(photo_folder, tmp_path, monkeypatch, capsys):
+    from skcrosslayer import CrossLayerPooler
+
+    output = tmp_path / "features.npy"
+    arguments = [
+        "extract", str(photo_folder), "-o", str(output), "--backbone", "alexnet",
+        "--weights", "none", "--image-size", "128", "--workers", "0",
+        "--device", "cpu", "--chunk-size", "3",
+    ]  # fmt: skip
+    original = CrossLayerPooler.transform
+    calls = []
+    interrupt_at_call = 2
+
+    def interrupted(self, X):
+        calls.append(len(X))
+        if len(calls) == interrupt_at_call:
+            raise KeyboardInterrupt
+        return original(self, X)
+
+    monkeypatch.setattr(CrossLayerPooler, "transform", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main(arguments)
+    assert not output.exists()
+
+    calls.clear()
+    interrupt_at_call = None
+    assert main(arguments) == 0
+    assert calls == [3, 1]  # the first chunk of 3 images was kept
+    assert (
+        "resumed an interrupted run: 3 images were already done"
+        in capsys.readouterr().out
+    )
+    assert np.load(output).shape == (7, 65536)

@@ -93,3 +93,12 @@ def test_existing_output_needs_overwrite(image_paths, tmp_path):
     assert output.read_bytes() == b"keep me"
     extract_resumable(fit_pooler, image_paths, output, overwrite=True)
     assert np.load(output).shape == (7, 256 * 8)
+
+
+def test_failed_fit_leaves_no_work_folder(image_paths, tmp_path):
+    def failing_fit(paths):
+        raise ValueError("layer 'conv9' not found")
+
+    with pytest.raises(ValueError, match="conv9"):
+        extract_resumable(failing_fit, image_paths, tmp_path / "features.npy")
+    assert list(tmp_path.glob("*.partial")) == []
