@@ -80,11 +80,11 @@ def time_transform(pooler, paths) -> float:
     return time.perf_counter() - start
 
 
-def run(n_images: int, repeats: int, batch_size: int, n_workers: int, device: str):
+def run(n_images, repeats, batch_size, n_workers, device, configurations):
     folder = Path(tempfile.mkdtemp(prefix="skcrosslayer-throughput-"))
     paths = write_photo_files(folder, n_images)
     results = []
-    for backbone, weights, resize in CONFIGURATIONS:
+    for backbone, weights, resize in configurations:
         pooler = CrossLayerPooler(
             backbone,
             weights=weights,
@@ -131,7 +131,15 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", help="write the results to this JSON file")
+    parser.add_argument(
+        "--configurations",
+        type=int,
+        nargs="+",
+        default=list(range(len(CONFIGURATIONS))),
+        help="indices into CONFIGURATIONS to run (default: all)",
+    )
     args = parser.parse_args(argv)
+    configurations = [CONFIGURATIONS[i] for i in args.configurations]
 
     machine = {
         "platform": platform.platform(),
@@ -142,7 +150,12 @@ def main(argv=None) -> int:
     }
     print(json.dumps(machine))
     results = run(
-        args.n_images, args.repeats, args.batch_size, args.workers, args.device
+        args.n_images,
+        args.repeats,
+        args.batch_size,
+        args.workers,
+        args.device,
+        configurations,
     )
     if args.json:
         Path(args.json).write_text(
