@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PIL import Image, ImageOps
+from PIL import Image, ImageEnhance, ImageOps
 
 from skcrosslayer.demo import copy_detection_images
 
@@ -12,7 +12,7 @@ from skcrosslayer.demo import copy_detection_images
 def write_photo_files(folder: Path, n_images: int, quality: int = 90) -> list[Path]:
     """Write ``n_images`` JPEG files cycling through the demo's 96 real photos.
 
-    Repeated photos are mirrored or cropped so that no two files are equal.
+    Repeated photos are mirrored or brightened so that no two files are equal.
     """
     folder.mkdir(parents=True, exist_ok=True)
     images, _, _ = copy_detection_images()
@@ -23,10 +23,7 @@ def write_photo_files(folder: Path, n_images: int, quality: int = 90) -> list[Pa
         if cycle % 2:
             image = ImageOps.mirror(image)
         if cycle >= 2:
-            inset = min(cycle, 20)
-            image = image.crop(
-                (inset, inset, image.width - inset, image.height - inset)
-            )
+            image = ImageEnhance.Brightness(image).enhance(1.0 + 0.01 * cycle)
         path = folder / f"{i:06d}.jpg"
         if not path.exists():
             image.save(path, quality=quality)

@@ -69,7 +69,9 @@ def main(argv=None) -> int:
             ]
             if args.npy:
                 command.append("--npy")
-            output = subprocess.run(command, check=True, capture_output=True, text=True)
+            output = subprocess.run(command, capture_output=True, text=True)
+            if output.returncode:
+                sys.exit(f"child for {n_images} images failed:\n{output.stderr}")
             row = json.loads(output.stdout.strip().splitlines()[-1])
             rows.append(row)
             print(
