@@ -8,6 +8,7 @@ from .binary import FeatureBinarizer  # noqa: E402
 from .fc import FullyConnectedPooler  # noqa: E402
 from .pooler import CrossLayerPooler  # noqa: E402
 from .quantization import SignQuantizer  # noqa: E402
+from .regional import RegionalCrossLayerPooler  # noqa: E402
 from .search import ImageRetriever  # noqa: E402
 from .selection import ChannelSelector, SelectedChannelRetriever  # noqa: E402
 
@@ -20,6 +21,7 @@ __all__ = [
     "GlobalPooler",
     "ImageRetriever",
     "PCAWhitening",
+    "RegionalCrossLayerPooler",
     "SelectedChannelRetriever",
     "SignQuantizer",
     "list_layers",

@@ -15,6 +15,7 @@ from skcrosslayer import (
     GlobalPooler,
     ImageRetriever,
     PCAWhitening,
+    RegionalCrossLayerPooler,
     SignQuantizer,
 )
 
@@ -59,7 +60,13 @@ IMAGE_ESTIMATOR_FAILURES = {
 
 
 def expected_failed_checks(estimator):
-    if isinstance(estimator, CrossLayerPooler | GlobalPooler | FullyConnectedPooler):
+    image_estimators = (
+        CrossLayerPooler,
+        GlobalPooler,
+        FullyConnectedPooler,
+        RegionalCrossLayerPooler,
+    )
+    if isinstance(estimator, image_estimators):
         return IMAGE_ESTIMATOR_FAILURES
     return {}
 
@@ -72,6 +79,19 @@ TINY = dict(backbone="alexnet", weights=None, image_size=64, n_workers=0)
         CrossLayerPooler(**TINY, random_state=0),
         GlobalPooler(**TINY),
         FullyConnectedPooler(**TINY),
+        RegionalCrossLayerPooler(
+            backbone="alexnet",
+            weights=None,
+            image_size=64,
+            region_size=32,
+            region_stride=32,
+            region_input_size=64,
+            n_components=4,
+            n_filters=2,
+            n_epochs=1,
+            n_workers=0,
+            random_state=0,
+        ),
         SignQuantizer(),
         PCAWhitening(),
         PCAWhitening(n_components=1, power=0.5, normalize=False),
