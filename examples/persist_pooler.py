@@ -1,6 +1,6 @@
 """Fit a pooler, save it with joblib, load it and check the features agree.
 
-The saved file holds the parameters and the PCA only; the network is rebuilt
+The saved file contains the parameters and the PCA only; the network is rebuilt
 from ``backbone`` and ``weights`` when the pooler is used again.
 
 Run: python examples/persist_pooler.py

@@ -99,7 +99,7 @@ def extract_resumable(
         try:
             model = fit(paths)
         except BaseException:
-            # Nothing was computed yet, so the work folder holds nothing to resume.
+            # Nothing was computed yet, so the work folder contains nothing to resume.
             shutil.rmtree(folder)
             raise
         atomic_write(model_file, lambda f: joblib.dump(model, f))

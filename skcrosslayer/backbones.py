@@ -315,7 +315,7 @@ def _load_state_file(path: Path) -> dict:
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise WeightsError(
-            f"weights file {str(path)!r} holds a {type(state).__name__}, "
+            f"weights file {str(path)!r} contains a {type(state).__name__}, "
             "not a state dict"
         )
     return state

@@ -204,7 +204,7 @@ class ResizePolicy:
         return max(1, round(width * scale)), max(1, round(height * scale))
 
     def upscales(self, width: int, height: int) -> bool:
-        """Whether an image of this size is upscaled to reach ``MIN_SIDE``."""
+        """Return whether an image of this size is upscaled to reach ``MIN_SIDE``."""
         return self.image_size is None and min(width, height) < MIN_SIDE
 
     @property

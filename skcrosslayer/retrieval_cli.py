@@ -12,7 +12,7 @@ size and modification time. A second evaluation with other search settings
 (``--binary``, ``--n-channels``, ``--selection-mode``) therefore reads the
 vectors back and does not run the network.
 
-NOTE: the search holds the float vectors in memory, K * (d + 1) * 4 bytes an
+NOTE: the search keeps the float vectors in memory, K * (d + 1) * 4 bytes an
 image (1.6 MB with EfficientNet-Lite0's default layers, K = 1280 and d = 320),
 and a masked copy of the query vectors.
 """

@@ -208,8 +208,8 @@ def _packed_similarities(
     database_blocks = database.reshape(n_database, n_blocks, -1)
     similarities = np.empty((n_queries, n_database), dtype=np.int32)
     # NOTE: the byte-wise gather of the selected blocks below makes masked
-    # packed search no faster than float search (benchmarks/search.py);
-    # gathering whole uint32 words per block measured about 3x faster.
+    # packed search no faster than float search (benchmarks/search.py).
+    # Gathering whole uint32 words per block measured about 3x faster.
     for q in range(n_queries):
         selected = np.flatnonzero(query_block_mask[q])
         query_blocks = queries[q].reshape(n_blocks, -1)[selected]

@@ -194,7 +194,7 @@ def test_unknown_backbone():
 
 
 def test_default_weights_download_path_is_used(monkeypatch):
-    # The online path asks torchvision for its published DEFAULT weights; here the
+    # The online path requests torchvision's published DEFAULT weights. Here the
     # download is replaced by a local state dict.
     state = torchvision.models.alexnet().state_dict()
     weights_enum = torchvision.models.get_model_weights("alexnet").DEFAULT

@@ -372,7 +372,7 @@ def test_generator_input_is_read_once(fitted, features):
 
 def test_bfloat16_forward_stays_close(fitted, features):
     # The same fitted PCA: a refit on bfloat16 activations may flip the signs
-    # or order of components, which says nothing about the forward pass.
+    # or order of components, which is unrelated to the forward pass.
     reduced = copy.deepcopy(fitted).set_params(precision="bfloat16")
     output = reduced.transform(photos())
     assert output.dtype == np.float32
