@@ -48,6 +48,8 @@ _BACKBONE_CONSTRAINTS = {
     "on_error": [StrOptions({"raise", "warn", "skip"})],
     "memory": [str, os.PathLike, joblib.Memory, None],
     "precision": [StrOptions({"float32", "bfloat16", "float16"})],
+    "size_multiple": [Interval(Integral, 1, None, closed="left"), None],
+    "decode_on_device": ["boolean"],
 }
 
 
@@ -109,10 +111,22 @@ class BackboneTransformer(TransformerMixin, BaseEstimator):
                 "longer side capped at max_size, or max_size=None to warp images "
                 "to image_size x image_size"
             )
+        size_multiple = getattr(self, "size_multiple", None)
+        if size_multiple is not None and self.max_size is None:
+            raise ValueError(
+                f"size_multiple={size_multiple} only applies when the aspect "
+                "ratio is kept; set max_size (with image_size=None), or "
+                "size_multiple=None"
+            )
         image_size = self.image_size
         if image_size is None and self.max_size is None:
             image_size = spec.image_size
-        return ResizePolicy(image_size, self.max_size, spec.interpolation)
+        return ResizePolicy(
+            image_size,
+            self.max_size,
+            spec.interpolation,
+            size_multiple,
+        )
 
     def _resolve_layer(self, name: str) -> LayerSpec:
         if not isinstance(name, str):
@@ -166,6 +180,7 @@ class BackboneTransformer(TransformerMixin, BaseEstimator):
             on_error=getattr(self, "on_error", "raise"),
             failures=failures,
             precision=getattr(self, "precision", "float32"),
+            decode_on_device=getattr(self, "decode_on_device", False),
         )
 
     def _run_cached(self, items, specs, description, failures, memory):
@@ -176,8 +191,14 @@ class BackboneTransformer(TransformerMixin, BaseEstimator):
                 "backbone": self.backbone,
                 "weights": list(map(str, _weights_key(self.weights))),
                 "layers": [spec.name for spec in specs],
-                "resize": [policy.image_size, policy.max_size, policy.interpolation],
+                "resize": [
+                    policy.image_size,
+                    policy.max_size,
+                    policy.interpolation,
+                    policy.size_multiple,
+                ],
                 "min_side": MIN_SIDE,
+                "decode_on_device": getattr(self, "decode_on_device", False),
                 "precision": getattr(self, "precision", "float32"),
             },
         )

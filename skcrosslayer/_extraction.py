@@ -107,12 +107,14 @@ def iter_activations(
     on_error: str = "raise",
     failures: list | None = None,
     precision: str = "float32",
+    decode_on_device: bool = False,
 ) -> Iterator[tuple[np.ndarray, list[torch.Tensor]]]:
     """Yield ``(indices, layer_outputs)`` for batches of ``items``.
 
     The network is moved to ``device`` and put in eval mode; the caller's mode
     is not restored because networks are shared, inference-only copies.
-    Images that cannot be loaded are handled as in :func:`iter_image_batches`.
+    Images that cannot be loaded are handled as in :func:`iter_image_batches`;
+    ``decode_on_device`` decodes JPEG files on ``device`` as described there.
     """
     batches = iter_image_batches(
         items,
@@ -122,6 +124,7 @@ def iter_activations(
         pin_memory=device.type == "cuda",
         on_error=on_error,
         failures=failures,
+        decode_device=device if decode_on_device else None,
     )
     # Taking the first batch starts the decoding workers, so that they fork
     # before this call initialises CUDA by moving the network.

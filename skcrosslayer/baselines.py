@@ -324,9 +324,9 @@ class GlobalPooler(BackboneTransformer):
 
     Parameters
     ----------
-    backbone, weights, image_size, max_size
+    backbone, weights, image_size, max_size, size_multiple
         As in :class:`CrossLayerPooler`.
-    batch_size, device, n_workers, verbose
+    batch_size, device, n_workers, decode_on_device, verbose
         As in :class:`CrossLayerPooler`.
     layer : str or None, default=None
         Layer to pool, as listed by :func:`skcrosslayer.list_layers`. ``None``
@@ -395,9 +395,11 @@ class GlobalPooler(BackboneTransformer):
         normalize: bool = True,
         image_size: int | None = None,
         max_size: int | None = None,
+        size_multiple: int | None = None,
         batch_size: int = 32,
         device: str = "auto",
         n_workers: int = 2,
+        decode_on_device: bool = False,
         on_error: str = "raise",
         memory=None,
         verbose: int = 0,
@@ -411,9 +413,11 @@ class GlobalPooler(BackboneTransformer):
         self.normalize = normalize
         self.image_size = image_size
         self.max_size = max_size
+        self.size_multiple = size_multiple
         self.batch_size = batch_size
         self.device = device
         self.n_workers = n_workers
+        self.decode_on_device = decode_on_device
         self.on_error = on_error
         self.memory = memory
         self.verbose = verbose

@@ -4,6 +4,10 @@ Inputs are file paths, PIL images or numpy arrays, mixed freely. Decoding and
 resizing run in DataLoader worker processes so that they overlap with the
 network's forward pass. A batch only contains images of one size, because
 zero-padding smaller images would change the activations near the border.
+
+Optionally, JPEG files are only read in the workers and decoded and resized on
+the device of the network instead (nvJPEG on CUDA), which relieves the CPU when
+it cannot decode as fast as the GPU computes.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse
 import torch
+import torch.nn.functional as F
+import torchvision.io
 from PIL import Image, ImageOps
 
 from .exceptions import ImageLoadError
@@ -189,11 +195,17 @@ class ResizePolicy:
     downscaled (the retrieval setting); images whose shorter side would be
     below :data:`MIN_SIDE` pixels are upscaled until it reaches ``MIN_SIDE``,
     even if the longer side then exceeds ``max_size``.
+
+    With ``size_multiple`` set as well, each side of the aspect-kept size is
+    then rounded to the nearest multiple of it (at least one multiple), so that
+    images of similar shapes share a size and fill whole batches. This changes
+    the aspect ratio by at most ``size_multiple / 2`` pixels on each side.
     """
 
     image_size: int | None
     max_size: int | None
     interpolation: str = "bilinear"
+    size_multiple: int | None = None
 
     def target_size(self, width: int, height: int) -> tuple[int, int]:
         """Return the ``(width, height)`` an image of this size is resized to."""
@@ -201,7 +213,12 @@ class ResizePolicy:
             return self.image_size, self.image_size
         scale = min(1.0, self.max_size / max(width, height))
         scale = max(scale, MIN_SIDE / min(width, height))
-        return max(1, round(width * scale)), max(1, round(height * scale))
+        size = max(1, round(width * scale)), max(1, round(height * scale))
+        step = self.size_multiple
+        if step is None:
+            return size
+        # Halves round up, so that the result does not depend on parity.
+        return tuple(max(1, int(side / step + 0.5)) * step for side in size)
 
     def upscales(self, width: int, height: int) -> bool:
         """Return whether an image of this size is upscaled to reach ``MIN_SIDE``."""
@@ -213,37 +230,184 @@ class ResizePolicy:
         return self.image_size is not None
 
 
+def _resized_tensor(item, index: int, policy: ResizePolicy) -> torch.Tensor:
+    """Load ``item`` with PIL and return it resized, as uint8 ``(3, H, W)``."""
+    image = load_rgb(item, index)
+    size = policy.target_size(*image.size)
+    if size != image.size:
+        image = image.resize(size, _RESAMPLE[policy.interpolation])
+    array = np.asarray(image, dtype=np.uint8)
+    # (height, width, 3) -> (3, height, width)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+def _read_jpeg(item) -> tuple[torch.Tensor, int] | None:
+    """Return the bytes and EXIF orientation of a JPEG file, or None otherwise.
+
+    Only the header is parsed here; the pixels are decoded later, on the device.
+    Anything that is not a readable JPEG file returns None and goes through PIL,
+    which also produces the error message for broken files.
+    """
+    if not isinstance(item, str | os.PathLike):
+        return None
+    path = os.fspath(item)
+    try:
+        with Image.open(path) as image:
+            if image.format != "JPEG" or image.mode not in ("RGB", "L"):
+                return None
+            orientation = image.getexif().get(_EXIF_ORIENTATION_TAG, 1)
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8), orientation
+
+
 class _ImageDataset(torch.utils.data.Dataset):
-    def __init__(self, items: Sequence, policy: ResizePolicy, on_error: str):
+    def __init__(
+        self, items: Sequence, policy: ResizePolicy, on_error: str, encoded: bool
+    ):
         self.items = items
         self.policy = policy
         self.on_error = on_error
+        self.encoded = encoded
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int):
+        """Return ``(index, pixels, jpeg, error)``, one of the last three set."""
+        if self.encoded:
+            jpeg = _read_jpeg(self.items[index])
+            if jpeg is not None:
+                return index, None, jpeg, None
         try:
-            image = load_rgb(self.items[index], index)
+            return (
+                index,
+                _resized_tensor(self.items[index], index, self.policy),
+                None,
+                None,
+            )
         except ImageLoadError as exc:
             if self.on_error == "raise":
                 raise
-            return index, None, str(exc)
-        size = self.policy.target_size(*image.size)
-        if size != image.size:
-            image = image.resize(size, _RESAMPLE[self.policy.interpolation])
-        array = np.asarray(image, dtype=np.uint8)
-        # (height, width, 3) -> (3, height, width)
-        return index, torch.from_numpy(array.copy()).permute(2, 0, 1), None
+            return index, None, None, str(exc)
 
 
 def _collate(samples):
-    """Stack the decoded images of a batch and set the failed ones apart."""
-    decoded = [(i, image) for i, image, error in samples if error is None]
-    failures = [(i, error) for i, _, error in samples if error is not None]
+    """Stack the decoded images of a batch and set the others apart.
+
+    Returns ``(indices, images, jpegs, failures)``: the positions and uint8
+    pixels of the images decoded in the worker, ``(index, (bytes,
+    orientation))`` for JPEG files left to decode, and ``(index, message)`` for
+    images that failed.
+    """
+    decoded = [(i, pixels) for i, pixels, _, _ in samples if pixels is not None]
+    jpegs = [(i, jpeg) for i, _, jpeg, _ in samples if jpeg is not None]
+    failures = [(i, error) for i, _, _, error in samples if error is not None]
     indices = torch.tensor([i for i, _ in decoded], dtype=torch.long)
-    images = torch.stack([image for _, image in decoded]) if decoded else None
-    return indices, images, failures
+    images = torch.stack([pixels for _, pixels in decoded]) if decoded else None
+    return indices, images, jpegs, failures
+
+
+def orient(image: torch.Tensor, orientation: int) -> torch.Tensor:
+    """Apply an EXIF orientation (1 to 8) to an image tensor ``(C, H, W)``.
+
+    The result is what :func:`PIL.ImageOps.exif_transpose` gives for the same
+    tag: an upright image.
+    """
+    if orientation == 2:  # mirrored left to right
+        return image.flip(2)
+    if orientation == 3:  # rotated by 180 degrees
+        return image.flip(1, 2)
+    if orientation == 4:  # mirrored top to bottom
+        return image.flip(1)
+    if orientation == 5:  # mirrored along the main diagonal
+        return image.transpose(1, 2)
+    if orientation == 6:  # stored turned 90 degrees counter-clockwise
+        return torch.rot90(image, -1, dims=(1, 2))
+    if orientation == 7:  # mirrored along the anti-diagonal
+        return image.transpose(1, 2).flip(1, 2)
+    if orientation == 8:  # stored turned 90 degrees clockwise
+        return torch.rot90(image, 1, dims=(1, 2))
+    return image
+
+
+def _decode_jpegs(data: list[torch.Tensor], device: torch.device) -> list:
+    """Decode JPEG byte tensors to RGB on ``device``, with None for failures.
+
+    On CUDA the whole list is decoded in one nvJPEG call. When that fails, the
+    files are decoded one at a time, so that one broken file only loses itself.
+    """
+    # NOTE: torchvision 0.29 deprecates decode_jpeg in favour of TorchCodec,
+    # so a later torchvision may remove this decoder.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            return torchvision.io.decode_jpeg(
+                data, mode=torchvision.io.ImageReadMode.RGB, device=device
+            )
+        except RuntimeError:
+            pass
+        decoded = []
+        for one in data:
+            try:
+                decoded.append(
+                    torchvision.io.decode_jpeg(
+                        one, mode=torchvision.io.ImageReadMode.RGB, device=device
+                    )
+                )
+            except RuntimeError:
+                decoded.append(None)
+        return decoded
+
+
+def resize_tensor(
+    image: torch.Tensor, size: tuple[int, int], interpolation: str
+) -> torch.Tensor:
+    """Resize a uint8 image ``(3, H, W)`` to ``size = (width, height)``.
+
+    Antialiased like PIL's resampling, so the result differs from PIL's by
+    rounding only.
+    """
+    width, height = size
+    if image.shape[1:] == (height, width):
+        return image
+    # (3, H, W) -> (1, 3, H, W) for interpolate, then back.
+    resized = F.interpolate(
+        image[None].float(),
+        size=(height, width),
+        mode=interpolation,
+        antialias=True,
+        align_corners=False,
+    )[0]
+    return resized.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def _device_decoded(items, policy, jpegs, device, on_error, failures):
+    """Decode and resize the JPEG files of a batch on ``device``.
+
+    Returns ``(indices, images)``; files the device decoder rejects are loaded
+    with PIL instead, and those that fail there too are handled by ``on_error``.
+    """
+    decoded = _decode_jpegs([data for _, (data, _) in jpegs], device)
+    indices, images = [], []
+    for (index, (_, orientation)), image in zip(jpegs, decoded):
+        if image is None:
+            try:
+                image = _resized_tensor(items[index], index, policy).to(device)
+            except ImageLoadError as exc:
+                if on_error == "raise":
+                    raise
+                failures.append((index, str(exc)))
+                continue
+        else:
+            image = orient(image, orientation)
+            size = policy.target_size(image.shape[2], image.shape[1])
+            image = resize_tensor(image, size, policy.interpolation)
+        indices.append(index)
+        images.append(image)
+    return indices, images
 
 
 def _size_buckets(items, policy, batch_size, on_error, failures):
@@ -288,12 +452,16 @@ def iter_image_batches(
     pin_memory: bool = False,
     on_error: str = "raise",
     failures: list | None = None,
+    decode_device: torch.device | None = None,
 ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
     """Yield ``(indices, images)`` batches, decoded and resized in workers.
 
     ``images`` is a uint8 tensor ``(batch, 3, height, width)`` and ``indices``
     are the positions of its images in ``items``. Batches follow input order
     for a fixed size; with aspect kept they are grouped by size.
+
+    With ``decode_device`` set, JPEG files are read in the workers but decoded
+    and resized on that device, and the batches are on that device.
 
     With ``on_error="raise"`` an image that cannot be loaded raises
     :class:`ImageLoadError` naming it. Otherwise it is left out of the batches
@@ -304,13 +472,24 @@ def iter_image_batches(
     batches = _size_buckets(items, policy, batch_size, on_error, failures)
     n_workers = min(n_workers, len(batches) - 1) if len(batches) > 1 else 0
     loader = torch.utils.data.DataLoader(
-        _ImageDataset(items, policy, on_error),
+        _ImageDataset(items, policy, on_error, encoded=decode_device is not None),
         batch_sampler=batches,
         num_workers=n_workers,
         pin_memory=pin_memory,
         collate_fn=_collate,
     )
-    for indices, images, batch_failures in loader:
+    for indices, images, jpegs, batch_failures in loader:
         failures.extend(batch_failures)
+        if jpegs:
+            more_indices, more_images = _device_decoded(
+                items, policy, jpegs, decode_device, on_error, failures
+            )
+            if images is not None:
+                more_images.extend(images.to(decode_device, non_blocking=True))
+                more_indices.extend(indices.tolist())
+            if not more_images:
+                continue
+            indices = torch.tensor(more_indices, dtype=torch.long)
+            images = torch.stack(more_images)
         if images is not None:
             yield indices.numpy(), images

@@ -91,6 +91,12 @@ class CrossLayerPooler(BackboneTransformer):
     max_size : int or None, default=None
         Keep the aspect ratio and downscale images whose longer side exceeds
         ``max_size``. Requires ``image_size=None``.
+    size_multiple : int or None, default=None
+        With ``max_size``, round each side of the resized image to the nearest
+        multiple of this (32 is a good choice), so that images of similar
+        shapes share a size and batches stay full. The aspect ratio then
+        changes by at most ``size_multiple / 2`` pixels on each side. ``None``
+        keeps exact sizes: each distinct size gets its own batches.
     n_fit_samples : int, default=100_000
         Upper bound on the local features sampled from the training images to
         fit the PCA, spread evenly over images.
@@ -101,6 +107,12 @@ class CrossLayerPooler(BackboneTransformer):
     n_workers : int, default=2
         Worker processes that decode and resize images during the forward
         pass; 0 loads in the main process.
+    decode_on_device : bool, default=False
+        Decode and resize JPEG files on ``device`` with torchvision (nvJPEG on
+        CUDA) instead of PIL in the workers, which then only read the files.
+        Worth it when the CPU cannot decode as fast as the GPU computes. Other
+        formats, PIL images, arrays and files the decoder rejects go through
+        PIL. Pixels differ from PIL's by decoder and resampling rounding.
     random_state : int, RandomState instance or None, default=None
         Seeds the sampling of local features for the PCA.
     precision : {"float32", "bfloat16", "float16"}, default="float32"
@@ -193,10 +205,12 @@ class CrossLayerPooler(BackboneTransformer):
         final_l2: bool = True,
         image_size: int | None = None,
         max_size: int | None = None,
+        size_multiple: int | None = None,
         n_fit_samples: int = 100_000,
         batch_size: int = 32,
         device: str = "auto",
         n_workers: int = 2,
+        decode_on_device: bool = False,
         random_state=None,
         on_error: str = "raise",
         precision: str = "float32",
@@ -217,10 +231,12 @@ class CrossLayerPooler(BackboneTransformer):
         self.final_l2 = final_l2
         self.image_size = image_size
         self.max_size = max_size
+        self.size_multiple = size_multiple
         self.n_fit_samples = n_fit_samples
         self.batch_size = batch_size
         self.device = device
         self.n_workers = n_workers
+        self.decode_on_device = decode_on_device
         self.random_state = random_state
         self.on_error = on_error
         self.precision = precision

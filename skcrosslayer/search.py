@@ -32,9 +32,9 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from skcrosslayer.binary import (
+    _BYTE_BIT_COUNTS,
     _check_block_size,
     _check_packed,
-    _count_set_bits,
     _hamming_distances,
 )
 
@@ -51,6 +51,22 @@ logger = logging.getLogger(__name__)
 # Upper bound on the similarity entries ranked at once by ImageRetriever.score,
 # which ranks the whole database for a batch of queries.
 _MAX_RANKING_ENTRIES = 1 << 22
+
+
+def _count_byte_bits(words: np.ndarray) -> np.ndarray:
+    """Count the set bits of each element of a uint8 array with a lookup table."""
+    return _BYTE_BIT_COUNTS[words]
+
+
+# Masked packed search XORs and counts codes as words of the widest of these sizes
+# (in bytes) that divides the bytes per block. np.bitwise_count exists from
+# NumPy 2.0 on; older versions count single bytes with a table.
+if hasattr(np, "bitwise_count"):
+    _WORD_BYTES = (8, 4, 2, 1)
+    _count_word_bits = np.bitwise_count
+else:
+    _WORD_BYTES = (1,)
+    _count_word_bits = _count_byte_bits
 
 
 def _check_block_mask(
@@ -200,31 +216,82 @@ def _packed_similarities(
     if query_block_mask is None and database_block_mask is None:
         distances = _hamming_distances(queries, database)
         return n_blocks * n_bits_per_block - 2 * distances
+    return _masked_packed_similarities(
+        queries,
+        database,
+        n_bits_per_block,
+        n_blocks,
+        query_block_mask,
+        database_block_mask,
+    )
 
+
+def _block_words(
+    queries: np.ndarray, database: np.ndarray, n_blocks: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split packed codes into blocks of unsigned integer words.
+
+    Returns the query words, of shape (n_queries, n_blocks, n_words), and the
+    database words in block-major order, of shape (n_blocks, n_words,
+    n_database). In that order each word of a block is one contiguous row over
+    the database, so gathering the selected blocks of a query copies whole
+    rows, and the bit counts are summed down columns.
+    """
+    n_bytes_per_block = queries.shape[1] // n_blocks
+    word_bytes = next(size for size in _WORD_BYTES if n_bytes_per_block % size == 0)
+    word = np.dtype(f"uint{8 * word_bytes}")
+    n_words = n_bytes_per_block // word_bytes
+    query_words = np.ascontiguousarray(queries).view(word)
+    query_words = query_words.reshape(queries.shape[0], n_blocks, n_words)
+    database_words = np.ascontiguousarray(database).view(word)
+    database_words = database_words.reshape(database.shape[0], n_blocks, n_words)
+    return query_words, np.ascontiguousarray(database_words.transpose(1, 2, 0))
+
+
+def _masked_packed_similarities(
+    queries: np.ndarray,
+    database: np.ndarray,
+    n_bits_per_block: int,
+    n_blocks: int,
+    query_block_mask: np.ndarray | None,
+    database_block_mask: np.ndarray | None,
+) -> np.ndarray:
+    """Sum ``n_bits_per_block - 2 * hamming`` over the blocks both masks keep."""
     n_queries, n_database = queries.shape[0], database.shape[0]
-    if query_block_mask is None:
-        query_block_mask = np.ones((n_queries, n_blocks), dtype=bool)
-    # (n_database, n_blocks, bytes per block)
-    database_blocks = database.reshape(n_database, n_blocks, -1)
-    similarities = np.empty((n_queries, n_database), dtype=np.int32)
-    # NOTE: the byte-wise gather of the selected blocks below makes masked
-    # packed search no faster than float search (benchmarks/search.py).
-    # Gathering whole uint32 words per block measured about 3x faster.
-    for q in range(n_queries):
-        selected = np.flatnonzero(query_block_mask[q])
-        query_blocks = queries[q].reshape(n_blocks, -1)[selected]
-        # (n_database, n_selected, bytes per block)
-        differing = database_blocks[:, selected, :] ^ query_blocks
+    query_words, database_words = _block_words(queries, database, n_blocks)
+    database_keeps = None
+    if database_block_mask is not None:
+        # (n_blocks, 1, n_database), 1 where the database code keeps the block
+        database_keeps = np.ascontiguousarray(database_block_mask.T, dtype=np.uint8)
+        database_keeps = database_keeps[:, None, :]
 
-        if database_block_mask is None:
-            distances = _count_set_bits(differing.reshape(n_database, -1))
-            similarities[q] = selected.size * n_bits_per_block - 2 * distances
+    similarities = np.empty((n_queries, n_database), dtype=np.int32)
+    for q in range(n_queries):
+        if query_block_mask is None:
+            # (n_blocks, n_words, n_database)
+            differing = database_words ^ query_words[q, :, :, None]
+            keeps = database_keeps
+        else:
+            selected = np.flatnonzero(query_block_mask[q])
+            # (n_selected, n_words, n_database)
+            differing = database_words.take(selected, axis=0)
+            differing ^= query_words[q, selected, :, None]
+            keeps = None
+            if database_keeps is not None:
+                keeps = database_keeps.take(selected, axis=0)
+        bit_counts = _count_word_bits(differing)
+
+        if keeps is None:
+            n_differing = bit_counts.sum(axis=(0, 1), dtype=np.int32)
+            n_bits = differing.shape[0] * n_bits_per_block
+            similarities[q] = n_bits - 2 * n_differing
             continue
 
-        # (n_database, n_selected): one ±1 inner product per selected block
-        block_products = n_bits_per_block - 2 * _count_set_bits(differing)
-        block_products *= database_block_mask[:, selected]
-        similarities[q] = block_products.sum(axis=1)
+        # Blocks that the database code drops add no bits and no differences.
+        bit_counts *= keeps
+        n_differing = bit_counts.sum(axis=(0, 1), dtype=np.int32)
+        n_bits = n_bits_per_block * keeps.sum(axis=(0, 1), dtype=np.int32)
+        similarities[q] = n_bits - 2 * n_differing
     return similarities
 
 
@@ -274,8 +341,10 @@ default=None
     -----
     The padding bits of a block must be zero, as :func:`pack_signs` writes
     them. Without masks the result is ``n_blocks * n_bits_per_block - 2 *
-    hamming`` over whole codes. With masks, each query XORs only the bytes of
-    its selected blocks.
+    hamming`` over whole codes. With masks, the database codes are regrouped
+    block by block once per call, and each query XORs and counts only the
+    words of its selected blocks. A word is a uint64, uint32, uint16 or uint8,
+    the widest that divides the bytes per block.
 
     Examples
     --------
@@ -344,6 +413,38 @@ def select_top_blocks(block_scores: ArrayLike, n_selected: int) -> np.ndarray:
     return mask
 
 
+def _top_k_positions(similarities: np.ndarray, n_neighbors: int) -> np.ndarray:
+    """Return the columns of the n_neighbors largest similarities of each row.
+
+    The result, of shape (n_rows, min(n_neighbors, n_columns)), is best first.
+    Equal similarities are ordered by increasing column, and at the cut the
+    lowest columns are kept, exactly as ``argsort(-similarities,
+    kind="stable")[:, :n_neighbors]``. A partition finds each row's
+    n_neighbors-th value in linear time, and only the kept columns are sorted.
+    """
+    n_rows, n_columns = similarities.shape
+    negated = -similarities
+    if n_neighbors >= n_columns:
+        return np.argsort(negated, axis=1, kind="stable")
+    # (n_rows, 1): the n_neighbors-th smallest negated similarity of each row
+    threshold = np.partition(negated, n_neighbors - 1, axis=1)[:, n_neighbors - 1, None]
+    if np.isnan(threshold).any():
+        # NaN compares unequal to itself, so the columns cannot be counted by value.
+        return np.argsort(negated, axis=1, kind="stable")[:, :n_neighbors]
+
+    better = negated < threshold
+    tied = negated == threshold
+    # Fill the places left after the better columns with the first tied columns.
+    n_tied_kept = n_neighbors - better.sum(axis=1, keepdims=True)
+    first_tied = np.cumsum(tied, axis=1, dtype=np.int32) <= n_tied_kept
+    is_kept = better | (tied & first_tied)
+    # Exactly n_neighbors columns per row are kept, listed in increasing order.
+    positions = np.nonzero(is_kept)[1].reshape(n_rows, n_neighbors)
+    kept_negated = np.take_along_axis(negated, positions, axis=1)
+    order = np.argsort(kept_negated, axis=1, kind="stable")
+    return np.take_along_axis(positions, order, axis=1)
+
+
 def _rank_in_chunks(
     chunk_similarities: Callable[[int, int], np.ndarray],
     n_queries: int,
@@ -377,9 +478,9 @@ def _rank_in_chunks(
             similarities = np.concatenate([best_similarities, similarities], axis=1)
             indices = np.concatenate([best_indices, indices], axis=1)
 
-        # Kept items precede the chunk and have lower indices, and a stable sort
-        # keeps that order among equal similarities, so ties go to lower indices.
-        order = np.argsort(-similarities, axis=1, kind="stable")[:, :n_neighbors]
+        # Kept items precede the chunk and have lower indices, and among equal
+        # similarities the lower column wins, so ties go to lower indices.
+        order = _top_k_positions(similarities, n_neighbors)
         best_similarities = np.take_along_axis(similarities, order, axis=1)
         best_indices = np.take_along_axis(indices, order, axis=1)
     return best_similarities, best_indices
