@@ -8,6 +8,8 @@ For each backbone and resizing, in one run on the same image files:
   (decoding, resizing, forward, pooling, PCA, normalisation, copy to numpy).
 
 It prints images per second of both (median over repeats) and their ratio.
+``--size-multiple`` and ``--decode-on-device`` set the pooler parameters of
+the same names for both measurements.
 
 Run: python benchmarks/throughput.py [--n-images 64] [--repeats 3] [--json F]
 """
@@ -80,7 +82,7 @@ def time_transform(pooler, paths) -> float:
     return time.perf_counter() - start
 
 
-def run(n_images, repeats, batch_size, n_workers, device, configurations):
+def run(n_images, repeats, batch_size, n_workers, device, configurations, options):
     folder = Path(tempfile.mkdtemp(prefix="skcrosslayer-throughput-"))
     paths = write_photo_files(folder, n_images)
     results = []
@@ -93,7 +95,11 @@ def run(n_images, repeats, batch_size, n_workers, device, configurations):
             device=device,
             random_state=0,
             **resize,
-        ).fit(paths[: min(16, n_images)])
+            **options,
+        )
+        if pooler.max_size is None:
+            pooler.set_params(size_multiple=None)
+        pooler.fit(paths[: min(16, n_images)])
         batches = preload_batches(pooler, paths)
         resolved = resolve_device(device)
         # One untimed pass of each warms the convolution kernels for every size.
@@ -108,6 +114,8 @@ def run(n_images, repeats, batch_size, n_workers, device, configurations):
         row = {
             "backbone": backbone,
             "resize": resize,
+            **options,
+            "n_batches": len(batches),
             "layers": list(pooler.layers_),
             "n_features": pooler.n_features_out_,
             "forward_images_per_s": round(forward_ips, 2),
@@ -131,6 +139,17 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", help="write the results to this JSON file")
+    parser.add_argument(
+        "--size-multiple",
+        type=int,
+        default=None,
+        help="round aspect-kept sizes to multiples of this (max_size rows only)",
+    )
+    parser.add_argument(
+        "--decode-on-device",
+        action="store_true",
+        help="decode JPEG files on the device in the transform",
+    )
     parser.add_argument(
         "--configurations",
         type=int,
@@ -156,6 +175,10 @@ def main(argv=None) -> int:
         args.workers,
         args.device,
         configurations,
+        {
+            "size_multiple": args.size_multiple,
+            "decode_on_device": args.decode_on_device,
+        },
     )
     if args.json:
         Path(args.json).write_text(

@@ -74,10 +74,23 @@ def _add_pooler_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="keep the aspect ratio, longer side at most this many pixels",
     )
+    group.add_argument(
+        "--size-multiple",
+        type=int,
+        default=None,
+        help="with --max-size, round each side to a multiple of this (e.g. 32) "
+        "so that batches stay full",
+    )
     group.add_argument("--batch-size", type=int, default=32)
     group.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'")
     group.add_argument(
         "--workers", type=int, default=2, help="image decoding processes"
+    )
+    group.add_argument(
+        "--decode-on-device",
+        action="store_true",
+        help="decode JPEG files on the device (nvJPEG on CUDA) instead of in "
+        "the workers",
     )
 
 
@@ -94,9 +107,11 @@ def _pooler_from_args(args):
         pooling=args.pooling,
         image_size=args.image_size,
         max_size=args.max_size,
+        size_multiple=args.size_multiple,
         batch_size=args.batch_size,
         device=args.device,
         n_workers=args.workers,
+        decode_on_device=args.decode_on_device,
         random_state=0,
         verbose=args.verbose,
     )

@@ -12,7 +12,9 @@ it cannot decode as fast as the GPU computes.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import sys
 import warnings
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -444,6 +446,16 @@ def _size_buckets(items, policy, batch_size, on_error, failures):
     return batches
 
 
+def _worker_context():
+    """Return the multiprocessing context that starts the decoding workers.
+
+    Inside a joblib worker (as in ``GridSearchCV(n_jobs=2)``) the default
+    context is joblib's own, which cannot start DataLoader workers, so the
+    platform's usual method is named explicitly.
+    """
+    return multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+
+
 def iter_image_batches(
     items: Sequence,
     policy: ResizePolicy,
@@ -477,6 +489,7 @@ def iter_image_batches(
         num_workers=n_workers,
         pin_memory=pin_memory,
         collate_fn=_collate,
+        multiprocessing_context=_worker_context() if n_workers else None,
     )
     for indices, images, jpegs, batch_failures in loader:
         failures.extend(batch_failures)

@@ -185,6 +185,32 @@ def test_extract_adds_npy_suffix(capsys, tmp_path, photo_paths):
     assert sidecar == [str(p) for p in inputs]
 
 
+def test_extract_device_decoding_and_rounding(capsys, tmp_path, photo_paths):
+    options = ["--backbone", "alexnet", "--weights", "none", "--workers", "0"]
+    options += ["--n-components", "8", "--max-size", "160"]
+    plain, rounded = tmp_path / "plain.npy", tmp_path / "rounded.npy"
+
+    run(capsys, "extract", *photo_paths, "-o", plain, *options)
+    status, _, _ = run(
+        capsys,
+        "extract",
+        *photo_paths,
+        "-o",
+        rounded,
+        *options,
+        "--size-multiple",
+        "32",
+        "--decode-on-device",
+    )
+
+    # Rounded sizes and another decoder move the vectors a little, not much.
+    assert status == 0
+    expected, got = np.load(plain), np.load(rounded)
+    assert got.shape == expected.shape == (7, 2048)
+    assert not np.array_equal(got, expected)
+    assert np.median(np.sum(got * expected, axis=1)) > 0.8
+
+
 def test_extract_existing_output(capsys, tmp_path, photo_folder):
     output = tmp_path / "out.npy"
     output.write_bytes(b"previous result")

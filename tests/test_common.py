@@ -1,8 +1,9 @@
 """scikit-learn's estimator checks on every estimator of the package.
 
-CrossLayerPooler, GlobalPooler and FullyConnectedPooler take images, not tables of numbers; the
-checks that fit them on a 2-D numeric table cannot pass and are listed below
-with the reason. They run on AlexNet with random weights at 64 px, where a
+The image transformers (CrossLayerPooler, GlobalPooler, FullyConnectedPooler,
+RegionalCrossLayerPooler) take images, not tables of numbers, so the checks
+that fit them on a 2-D numeric table cannot pass. ChannelSelector needs
+K * (d + 1) columns. Both lists are below, with the reason. They run on AlexNet with random weights at 64 px, where a
 trained network adds nothing.
 """
 
@@ -18,6 +19,7 @@ from skcrosslayer import (
     RegionalCrossLayerPooler,
     SignQuantizer,
 )
+from skcrosslayer.selection import ChannelSelector, SelectedChannelRetriever
 
 TABLE_INPUT = (
     "X must be a sequence of images; this check fits on a 2-D table of numbers, "
@@ -59,6 +61,41 @@ IMAGE_ESTIMATOR_FAILURES = {
 }
 
 
+# Number of columns of the table each scikit-learn check fits on (version 1.9).
+# ChannelSelector accepts K * (d + 1) columns only, so every check runs on the
+# instance with d = 1 or the one with d = 2, except the 5-column check. The
+# query-mode exception to the fit_transform rule needs K >= 2 channels and is
+# tested on 6 columns in test_selection.py.
+CHECK_WIDTHS = {
+    2: [
+        "check_estimators_overwrite_params",
+        "check_estimators_fit_returns_self",
+        "check_readonly_memmap_input",
+        "check_fit_idempotent",
+        "check_fit_check_is_fitted",
+        "check_n_features_in",
+    ],
+    3: [
+        "check_fit_score_takes_y",
+        "check_dont_overwrite_parameters",
+        "check_pipeline_consistency",
+        "check_estimators_nan_inf",
+        "check_estimators_pickle",
+        "check_f_contiguous_array_estimator",
+        "check_transformer_data_not_an_array",
+        "check_transformer_general",
+        "check_transformer_preserve_dtypes",
+        "check_methods_sample_order_invariance",
+        "check_methods_subset_invariance",
+        "check_dict_unchanged",
+        "check_fit2d_predict1d",
+    ],
+    4: ["check_n_features_in_after_fitting", "check_positive_only_tag_during_fit"],
+    5: ["check_estimators_dtypes"],
+    10: ["check_dtype_object", "check_fit2d_1sample"],
+}
+
+
 def expected_failed_checks(estimator):
     image_estimators = (
         CrossLayerPooler,
@@ -68,6 +105,17 @@ def expected_failed_checks(estimator):
     )
     if isinstance(estimator, image_estimators):
         return IMAGE_ESTIMATOR_FAILURES
+    if isinstance(estimator, ChannelSelector):
+        columns_per_channel = estimator.block_size + 1
+        return {
+            name: (
+                f"fits on {width} columns, which are not K * (d + 1) columns for "
+                f"d = {estimator.block_size}"
+            )
+            for width, names in CHECK_WIDTHS.items()
+            if width % columns_per_channel != 0
+            for name in names
+        }
     return {}
 
 
@@ -100,6 +148,13 @@ TINY = dict(backbone="alexnet", weights=None, image_size=64, n_workers=0)
         FeatureBinarizer(block_size=1),
         ImageRetriever(),
         ImageRetriever(block_size=1, mode="symmetric"),
+        ChannelSelector(1, block_size=1),
+        ChannelSelector(1, block_size=2),
+        ChannelSelector(1, mode="symmetric", block_size=1),
+        ChannelSelector(1, mode="symmetric", block_size=2),
+        ChannelSelector(None, block_size=2),
+        SelectedChannelRetriever(block_size=1),
+        SelectedChannelRetriever(block_size=1, mode="symmetric"),
     ],
     expected_failed_checks=expected_failed_checks,
 )

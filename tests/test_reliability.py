@@ -179,14 +179,25 @@ def test_other_version_warns_on_load(tiny_pooler):
         pickle.loads(pickle.dumps(tiny_pooler))
 
 
-def test_grid_search_with_two_processes():
+@pytest.mark.parametrize("n_workers", [0, 2], ids=["in_process", "decoding_workers"])
+def test_grid_search_with_two_processes(n_workers):
+    # With decoding workers, each joblib process starts its own DataLoader
+    # workers, which needs a start method other than joblib's own.
     images, labels = [], []
     for label, photo in enumerate([skimage.data.chelsea(), skimage.data.rocket()]):
         for i in range(6):
             images.append(np.ascontiguousarray(photo[i * 10 :, i * 5 :]))
             labels.append(label)
     pipeline = Pipeline(
-        [("pooler", CrossLayerPooler(**TINY, n_components=8)), ("svm", LinearSVC())]
+        [
+            (
+                "pooler",
+                CrossLayerPooler(
+                    **{**TINY, "n_workers": n_workers}, n_components=8, batch_size=4
+                ),
+            ),
+            ("svm", LinearSVC()),
+        ]
     )
     search = GridSearchCV(pipeline, {"svm__C": [0.1, 1.0]}, cv=2, n_jobs=2)
     search.fit(images, np.asarray(labels))

@@ -14,7 +14,7 @@ from PIL import Image, ImageOps
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import InvalidParameterError
-from sklearn.utils.estimator_checks import _check_transformer, parametrize_with_checks
+from sklearn.utils.estimator_checks import _check_transformer
 from threadpoolctl import threadpool_limits
 
 from skcrosslayer import _base
@@ -531,71 +531,3 @@ def test_grid_search_pools_training_fold_once(photo_versions, monkeypatch, tmp_p
         search.cv_results_["mean_test_score"],
         rtol=1e-6,
     )
-
-
-# -- scikit-learn conventions ----------------------------------------------------
-
-# Number of columns of the table each scikit-learn check fits on (version 1.9).
-# ChannelSelector accepts K * (d + 1) columns only, so every check runs on the
-# instance with d = 1 or the one with d = 2, except the 5-column check. The
-# query-mode exception to the fit_transform rule needs K >= 2 channels and is
-# tested on 6 columns in test_query_mode_breaks_fit_transform_rule.
-CHECK_WIDTHS = {
-    2: [
-        "check_estimators_overwrite_params",
-        "check_estimators_fit_returns_self",
-        "check_readonly_memmap_input",
-        "check_fit_idempotent",
-        "check_fit_check_is_fitted",
-        "check_n_features_in",
-    ],
-    3: [
-        "check_fit_score_takes_y",
-        "check_dont_overwrite_parameters",
-        "check_pipeline_consistency",
-        "check_estimators_nan_inf",
-        "check_estimators_pickle",
-        "check_f_contiguous_array_estimator",
-        "check_transformer_data_not_an_array",
-        "check_transformer_general",
-        "check_transformer_preserve_dtypes",
-        "check_methods_sample_order_invariance",
-        "check_methods_subset_invariance",
-        "check_dict_unchanged",
-        "check_fit2d_predict1d",
-    ],
-    4: ["check_n_features_in_after_fitting", "check_positive_only_tag_during_fit"],
-    5: ["check_estimators_dtypes"],
-    10: ["check_dtype_object", "check_fit2d_1sample"],
-}
-
-
-def expected_failed_checks(estimator):
-    if not isinstance(estimator, ChannelSelector):
-        return {}
-    columns_per_channel = estimator.block_size + 1
-    return {
-        name: (
-            f"fits on {width} columns, which are not K * (d + 1) columns for "
-            f"d = {estimator.block_size}"
-        )
-        for width, names in CHECK_WIDTHS.items()
-        if width % columns_per_channel != 0
-        for name in names
-    }
-
-
-@parametrize_with_checks(
-    [
-        ChannelSelector(1, block_size=1),
-        ChannelSelector(1, block_size=2),
-        ChannelSelector(1, mode="symmetric", block_size=1),
-        ChannelSelector(1, mode="symmetric", block_size=2),
-        ChannelSelector(None, block_size=2),
-        SelectedChannelRetriever(block_size=1),
-        SelectedChannelRetriever(block_size=1, mode="symmetric"),
-    ],
-    expected_failed_checks=expected_failed_checks,
-)
-def test_sklearn_compatible_estimator(estimator, check):
-    check(estimator)
