@@ -60,7 +60,7 @@ def _count_byte_bits(words: np.ndarray) -> np.ndarray:
 
 # Masked packed search XORs and counts codes as words of the widest of these sizes
 # (in bytes) that divides the bytes per block. np.bitwise_count exists from
-# NumPy 2.0 on; older versions count single bytes with a table.
+# NumPy 2.0 on, and older versions count single bytes with a table.
 if hasattr(np, "bitwise_count"):
     _WORD_BYTES = (8, 4, 2, 1)
     _count_word_bits = np.bitwise_count

@@ -15,6 +15,7 @@ from skcrosslayer.search import (
     ImageRetriever,
     _average_precision,
     _import_faiss,
+    _top_k_positions,
     float_similarities,
     packed_similarities,
     search,
@@ -52,6 +53,29 @@ def reference_similarities(queries, database, block_size, query_mask, database_m
                     continue
                 block = slice(k * block_size, (k + 1) * block_size)
                 similarities[q, x] += float(queries[q, block] @ database[x, block])
+    return similarities
+
+
+def reference_packed_similarities(
+    queries, database, n_bits_per_block, query_mask, database_mask
+):
+    """±1 block inner products of packed bytes, one query, item and block at a time."""
+    n_bytes_per_block = -(-n_bits_per_block // 8)
+    n_blocks = queries.shape[1] // n_bytes_per_block
+    similarities = np.zeros((len(queries), len(database)), dtype=np.int64)
+    for q in range(len(queries)):
+        for x in range(len(database)):
+            for k in range(n_blocks):
+                if query_mask is not None and not query_mask[q, k]:
+                    continue
+                if database_mask is not None and not database_mask[x, k]:
+                    continue
+                block = slice(k * n_bytes_per_block, (k + 1) * n_bytes_per_block)
+                n_differing = sum(
+                    bin(int(a) ^ int(b)).count("1")
+                    for a, b in zip(queries[q, block], database[x, block], strict=True)
+                )
+                similarities[q, x] += n_bits_per_block - 2 * n_differing
     return similarities
 
 
@@ -149,6 +173,114 @@ def test_packed_similarities_equal_dense_signs(rng, block_size, mode):
         block_size,
         query_mask,
         database_mask,
+    )
+    np.testing.assert_array_equal(similarities, expected)
+
+
+# Sign bits per block, so that the bytes per block are 1, 1, 2, 2, 3, 4, 5, 5, 8,
+# 12, 12 and 16: every word width, and blocks with and without padding bits.
+PACKED_BLOCK_BITS = [1, 8, 13, 16, 24, 32, 33, 40, 64, 90, 96, 128]
+
+
+def random_packed_case(rng, n_bits_per_block, mode, n_blocks=6):
+    """Packed codes of 5 queries and 11 items, with the masks of one mode."""
+    n_features = n_blocks * n_bits_per_block
+    # Few sign patterns, so that many similarities tie.
+    patterns = rng.standard_normal((3, n_features))
+    queries = np.vstack([patterns, rng.standard_normal((2, n_features))])
+    database = np.vstack(
+        [np.tile(patterns, (3, 1)), rng.standard_normal((2, n_features))]
+    )
+    packed_queries, _ = pack_signs(queries, block_size=n_bits_per_block)
+    packed_database, _ = pack_signs(database, block_size=n_bits_per_block)
+
+    query_mask = database_mask = None
+    if mode in ("query", "symmetric"):
+        query_mask = random_mask(rng, 5, n_blocks, 3)
+        # One query selects nothing and one selects every block.
+        query_mask[0] = False
+        query_mask[1] = True
+    if mode in ("symmetric", "database"):
+        database_mask = random_mask(rng, 11, n_blocks, 4)
+        database_mask[0] = False
+        database_mask[1] = True
+    return packed_queries, packed_database, query_mask, database_mask
+
+
+@pytest.mark.parametrize("n_bits_per_block", PACKED_BLOCK_BITS)
+@pytest.mark.parametrize("mode", ["query", "symmetric", "database"])
+def test_masked_packed_matches_block_loop(rng, n_bits_per_block, mode):
+    queries, database, query_mask, database_mask = random_packed_case(
+        rng, n_bits_per_block, mode
+    )
+    similarities = packed_similarities(
+        queries, database, n_bits_per_block, query_mask, database_mask
+    )
+    expected = reference_packed_similarities(
+        queries, database, n_bits_per_block, query_mask, database_mask
+    )
+    assert similarities.dtype == np.int32
+    np.testing.assert_array_equal(similarities, expected)
+
+
+@pytest.mark.parametrize("n_bits_per_block", PACKED_BLOCK_BITS)
+@pytest.mark.parametrize("mode", ["query", "symmetric", "database"])
+def test_masked_packed_search_chunked(rng, n_bits_per_block, mode):
+    queries, database, query_mask, database_mask = random_packed_case(
+        rng, n_bits_per_block, mode
+    )
+    expected = reference_packed_similarities(
+        queries, database, n_bits_per_block, query_mask, database_mask
+    )
+    expected_indices = reference_ranking(expected, 4)
+    for chunk_size in [1, 3, 4, 11]:
+        similarities, indices = search(
+            queries,
+            database,
+            4,
+            metric="hamming",
+            block_size=n_bits_per_block,
+            query_block_mask=query_mask,
+            database_block_mask=database_mask,
+            chunk_size=chunk_size,
+        )
+        np.testing.assert_array_equal(indices, expected_indices)
+        np.testing.assert_array_equal(
+            similarities, np.take_along_axis(expected, expected_indices, axis=1)
+        )
+
+
+@pytest.mark.parametrize("n_bits_per_block", [16, 40, 128])
+def test_masked_packed_byte_table_fallback(rng, n_bits_per_block, monkeypatch):
+    # NumPy < 2.0 has no bitwise_count and counts single bytes with a table.
+    monkeypatch.setattr(search_module, "_WORD_BYTES", (1,))
+    monkeypatch.setattr(
+        search_module, "_count_word_bits", search_module._count_byte_bits
+    )
+    queries, database, query_mask, database_mask = random_packed_case(
+        rng, n_bits_per_block, "symmetric"
+    )
+    for masks in [(query_mask, None), (query_mask, database_mask)]:
+        similarities = packed_similarities(queries, database, n_bits_per_block, *masks)
+        expected = reference_packed_similarities(
+            queries, database, n_bits_per_block, *masks
+        )
+        np.testing.assert_array_equal(similarities, expected)
+
+
+def test_masked_packed_accepts_fortran_order(rng):
+    queries, database, query_mask, database_mask = random_packed_case(
+        rng, 64, "symmetric"
+    )
+    similarities = packed_similarities(
+        np.asfortranarray(queries),
+        np.asfortranarray(database),
+        64,
+        np.asfortranarray(query_mask),
+        np.asfortranarray(database_mask),
+    )
+    expected = reference_packed_similarities(
+        queries, database, 64, query_mask, database_mask
     )
     np.testing.assert_array_equal(similarities, expected)
 
@@ -287,6 +419,52 @@ def test_search_hamming_returns_inner_products(rng):
     )
     # A code matches itself on all 20 bits.
     np.testing.assert_array_equal(similarities[:, 0], [20, 20])
+
+
+def stable_sort_top_k(similarities, n_neighbors):
+    """Top-k columns by a stable sort of each whole row: the rule to reproduce."""
+    return np.argsort(-similarities, axis=1, kind="stable")[:, :n_neighbors]
+
+
+def test_top_k_positions_hand_worked_ties():
+    similarities = np.array([[1, 3, 3, 2, 3, 3]])
+    # Columns 1, 2, 4 and 5 tie at 3, and the lowest of them are kept at the cut.
+    np.testing.assert_array_equal(_top_k_positions(similarities, 2), [[1, 2]])
+    np.testing.assert_array_equal(_top_k_positions(similarities, 3), [[1, 2, 4]])
+    np.testing.assert_array_equal(_top_k_positions(similarities, 5), [[1, 2, 4, 5, 3]])
+
+
+@pytest.mark.parametrize("n_values", [1, 3, 40])
+def test_top_k_positions_match_stable_sort(rng, n_values):
+    # Hamming similarities of 32-bit blocks take few values, so ties are common.
+    similarities = 32 - 2 * rng.integers(0, n_values, (20, 57)).astype(np.int32)
+    for n_neighbors in [1, 2, 5, 20, 56, 57, 80]:
+        positions = _top_k_positions(similarities, n_neighbors)
+        np.testing.assert_array_equal(
+            positions, stable_sort_top_k(similarities, n_neighbors)
+        )
+
+
+def test_top_k_positions_float_ties_and_infinities(rng):
+    similarities = rng.choice([-np.inf, -0.5, 0.0, -0.0, 0.25, np.inf], (30, 41))
+    similarities = similarities.astype(np.float32)
+    for n_neighbors in [1, 4, 17, 40]:
+        np.testing.assert_array_equal(
+            _top_k_positions(similarities, n_neighbors),
+            stable_sort_top_k(similarities, n_neighbors),
+        )
+
+
+def test_top_k_positions_nan_ranks_last(rng):
+    similarities = rng.integers(0, 4, (6, 12)).astype(np.float64)
+    similarities[:, ::3] = np.nan
+    # Row 0 keeps one number, fewer than the places, so its cut falls on NaN.
+    similarities[0, 2:] = np.nan
+    for n_neighbors in [2, 8, 11]:
+        np.testing.assert_array_equal(
+            _top_k_positions(similarities, n_neighbors),
+            stable_sort_top_k(similarities, n_neighbors),
+        )
 
 
 def test_search_rejects_too_many_neighbors():
