@@ -8,28 +8,22 @@ activations (fc6) are the local feature at that unit. A guidance layer of 1x1
 filters, trained on the target labels, weights the local features, which are
 then cross-layer pooled as with real convolutional layers.
 
-Geometry (defaults): the image is warped to 512 x 512 px, regions of 128 x 128
-px start every 32 px, which gives a 13 x 13 grid of 169 regions. Each region is
-warped to ``region_input_size`` px before the network. The fully-convolutional
-path runs the network's convolutional trunk once on the image enlarged by
-``region_input_size / region_size`` and reads every region from a window of
-the shared feature map. It reads the same regions at the same scale as the
-per-region path when region starts fall on whole cells of the trunk's 32 px
-output grid, which the default ``region_input_size`` guarantees. The two paths
-then differ only in what the convolutions read beyond a region's border.
+This module contains the estimator, :class:`RegionalCrossLayerPooler`. The region
+grid and the backbone parts that compute region features are in
+``skcrosslayer._regions``, and the guidance layer and its training are in
+:mod:`skcrosslayer.guidance`. :func:`region_grid`, :class:`GuidanceLayer`,
+:func:`guidance_maps` and :func:`train_guidance_layer` are importable from
+here too.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import warnings
-from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.base import _fit_context
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import LabelEncoder
@@ -37,13 +31,21 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_array, check_is_fitted
-from torch import nn
 from tqdm.auto import tqdm
 
 from ._base import _BACKBONE_CONSTRAINTS, BackboneRun, BackboneTransformer
 from ._extraction import normalize_images, resolve_device
+from ._regions import (
+    _OUTPUT_STRIDE,
+    _default_input_size,
+    _Geometry,
+    _input_size_unit,
+    _RegionNetwork,
+    _resize,
+    region_grid,
+)
 from .backbones import get_backbone_spec, load_network
-from .exceptions import BackboneError
+from .guidance import GuidanceLayer, guidance_maps, train_guidance_layer
 from .images import ResizePolicy, check_images, iter_image_batches
 from .pooling import cross_layer_pool, normalize_pooled
 
@@ -57,460 +59,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Every backbone in BACKBONES downsamples its input by 32 in its last
-# convolutional stage, so one cell of the trunk's output covers 32 input px.
-_OUTPUT_STRIDE = 32
-
 # Default PCA size of the regional features (4096 -> 2000 in TPAMI 2017).
 _DEFAULT_COMPONENTS = 2000
-
-# Backbones whose first fully-connected layer (fc6) gives the local features.
-_FC_BACKBONES = {"alexnet", "vgg16", "vgg19"}
-
-
-# ---------------------------------------------------------------------------
-# Region geometry
-# ---------------------------------------------------------------------------
-
-
-def region_grid(image_size: int, region_size: int, region_stride: int) -> np.ndarray:
-    """Return the top-left corners of the square regions of a square image.
-
-    Parameters
-    ----------
-    image_size : int
-        Side of the (warped) image in pixels.
-    region_size : int
-        Side of a region in pixels, at most ``image_size``.
-    region_stride : int
-        Distance in pixels between the starts of neighbouring regions.
-
-    Returns
-    -------
-    ndarray of shape (n_rows * n_rows, 2)
-        ``(top, left)`` in pixels, row-major, with
-        ``n_rows = (image_size - region_size) // region_stride + 1``. When
-        ``image_size - region_size`` is not a multiple of ``region_stride``,
-        the last ``(image_size - region_size) % region_stride`` pixel rows and
-        columns are in no region.
-
-    Examples
-    --------
-    >>> region_grid(128, 64, 32)[:4].tolist()
-    [[0, 0], [0, 32], [0, 64], [32, 0]]
-    """
-    if region_size > image_size:
-        raise ValueError(
-            f"region_size={region_size} is larger than image_size={image_size}; "
-            "use a region_size of at most image_size"
-        )
-    starts = np.arange(0, image_size - region_size + 1, region_stride)
-    tops, lefts = np.meshgrid(starts, starts, indexing="ij")
-    return np.stack([tops.ravel(), lefts.ravel()], axis=1)
-
-
-@dataclass(frozen=True)
-class _Geometry:
-    """Region grid and the input sizes of the network, in pixels."""
-
-    image_size: int
-    region_size: int
-    region_stride: int
-    region_input_size: int
-
-    @property
-    def n_rows(self) -> int:
-        return (self.image_size - self.region_size) // self.region_stride + 1
-
-    @property
-    def n_regions(self) -> int:
-        return self.n_rows**2
-
-    @property
-    def enlarged_size(self) -> int:
-        """Side of the enlarged image of the dense path, rounded down."""
-        return self.image_size * self.region_input_size // self.region_size
-
-    def cell_stride(self) -> int | None:
-        """Region stride in trunk cells on the enlarged image, None if fractional."""
-        pixels = self.region_stride * self.region_input_size
-        cell = self.region_size * _OUTPUT_STRIDE
-        if pixels % cell or (self.image_size * self.region_input_size) % (
-            self.region_size
-        ):
-            return None
-        return pixels // cell
-
-
-def _input_size_unit(image_size: int, region_size: int, region_stride: int) -> int:
-    """Return the step of the region input sizes that the dense path supports.
-
-    A region input size r qualifies when ``region_stride * r / region_size`` is
-    a multiple of the trunk's output stride (region starts fall on whole cells)
-    and ``image_size * r / region_size`` is a whole number of pixels.
-    """
-    cell = region_size * _OUTPUT_STRIDE
-    starts_on_cells = cell // math.gcd(region_stride, cell)
-    whole_pixels = region_size // math.gcd(image_size, region_size)
-    return math.lcm(starts_on_cells, whole_pixels)
-
-
-def _default_input_size(
-    native: int, image_size: int, region_size: int, region_stride: int
-) -> int:
-    """Return the supported region input size nearest to the native input size."""
-    unit = _input_size_unit(image_size, region_size, region_stride)
-    return unit * max(1, math.floor(native / unit + 0.5))
-
-
-# ---------------------------------------------------------------------------
-# Backbone parts: trunk, region features, fully-connected guidance
-# ---------------------------------------------------------------------------
-
-
-def _resize(images: torch.Tensor, size: int, mode: str) -> torch.Tensor:
-    """Warp a float batch ``(B, 3, H, W)`` to ``(B, 3, size, size)``."""
-    if images.shape[-2:] == (size, size):
-        return images
-    return F.interpolate(
-        images, size=(size, size), mode=mode, align_corners=False, antialias=True
-    )
-
-
-class _RegionNetwork:
-    """The parts of a backbone that compute regional features.
-
-    AlexNet and VGG: the convolutional trunk is ``features``, a region's
-    feature map goes through the network's adaptive average pooling and fc6
-    with its ReLU, and the fully-connected guidance is fc7 with its ReLU.
-    ResNet-50 and EfficientNet-Lite have no hidden fully-connected layer: a
-    region's feature is the average of its last feature map (``layer4`` after
-    its ReLU, ``conv_head`` after its ReLU6), and the fully-connected guidance
-    is the ReLU of the ImageNet classifier's logits.
-    """
-
-    def __init__(self, backbone: str, network: nn.Module):
-        self.backbone = backbone
-        self.network = network
-        self.has_fc6 = backbone in _FC_BACKBONES
-        if self.has_fc6:
-            linears = [m for m in network.classifier if isinstance(m, nn.Linear)]
-            self.fc6, self.fc7 = linears[0], linears[1]
-            self.pooled_side = network.avgpool.output_size[0]
-            self.local_layer = "fc6"
-            self.fc_guidance_layer = "fc7"
-        elif hasattr(network, "forward_features"):
-            self.classifier = network.classifier
-            self.local_layer = "conv_head (region average)"
-            self.fc_guidance_layer = "classifier (ReLU of the logits)"
-        elif hasattr(network, "layer4"):
-            self.classifier = network.fc
-            self.local_layer = "layer4 (region average)"
-            self.fc_guidance_layer = "fc (ReLU of the logits)"
-        else:
-            raise BackboneError(
-                f"backbone {backbone!r} has no known trunk and head for regional "
-                "features; use alexnet, vgg16, vgg19, resnet50 or efficientnet_lite*"
-            )
-
-    @property
-    def n_local_features(self) -> int:
-        if self.has_fc6:
-            return self.fc6.out_features
-        return self.classifier.in_features
-
-    @property
-    def n_fc_guidance_channels(self) -> int:
-        if self.has_fc6:
-            return self.fc7.out_features
-        return self.classifier.out_features
-
-    def trunk(self, images: torch.Tensor) -> torch.Tensor:
-        """Return the last convolutional feature map ``(B, C, H, W)``."""
-        network = self.network
-        if self.has_fc6:
-            return network.features(images)
-        if hasattr(network, "forward_features"):
-            return network.forward_features(images)
-        x = network.maxpool(network.relu(network.bn1(network.conv1(images))))
-        return network.layer4(network.layer3(network.layer2(network.layer1(x))))
-
-    def window_side(self, region_input_size: int, device: torch.device) -> int:
-        """Return the side, in cells, of the trunk's map of one region."""
-        probe = torch.zeros(1, 3, region_input_size, region_input_size, device=device)
-        try:
-            side = self.trunk(probe).shape[-1]
-        except RuntimeError as exc:
-            raise ValueError(
-                f"region_input_size={region_input_size} is too small for "
-                f"{self.backbone}: {exc}; use a larger region_input_size"
-            ) from exc
-        return side
-
-    def region_features(self, maps: torch.Tensor) -> torch.Tensor:
-        """Turn the maps ``(R, C, w, w)`` of R separate regions into ``(R, D)``."""
-        if not self.has_fc6:
-            return maps.mean(dim=(2, 3))
-        pooled = torch.flatten(self.network.avgpool(maps), 1)
-        return torch.relu(self.fc6(pooled))
-
-    def dense_region_features(
-        self, maps: torch.Tensor, window: int, cell_stride: int, n_rows: int
-    ) -> torch.Tensor:
-        """Read the features of an ``n_rows`` x ``n_rows`` grid of windows.
-
-        Window ``(i, j)`` covers cells ``[i * s, i * s + window)`` of the map
-        ``(B, C, M, M)`` in both directions, with ``s = cell_stride``.
-
-        Returns
-        -------
-        Tensor of shape (B, n_rows * n_rows, D)
-            Regions in row-major order.
-        """
-        needed = (n_rows - 1) * cell_stride + window
-        if maps.shape[-1] < needed:
-            raise RuntimeError(
-                f"the trunk map of the enlarged image has {maps.shape[-1]} cells "
-                f"per side, fewer than the {needed} that {n_rows} regions need"
-            )
-        if not self.has_fc6:
-            # (B, C, n', n'), the mean of each window
-            features = F.avg_pool2d(maps, window, stride=cell_stride)
-        elif window - self.pooled_side in (0, 1):
-            features = self._fc6_as_convolution(maps, window, cell_stride)
-        else:
-            features = self._fc6_on_windows(maps, window, cell_stride, n_rows)
-        # (B, D, n', n') -> (B, n_rows * n_rows, D)
-        features = features[:, :, :n_rows, :n_rows]
-        return features.flatten(2).transpose(1, 2)
-
-    def _fc6_as_convolution(self, maps, window, cell_stride) -> torch.Tensor:
-        side = self.pooled_side
-        # Adaptive average pooling from side + 1 cells to side cells averages
-        # each pair of neighbouring cells, so over the whole map it is a 2x2
-        # mean with stride 1. From side cells it is the identity.
-        if window == side + 1:
-            maps = F.avg_pool2d(maps, 2, stride=1)
-        # fc6 reads the pooled map flattened channel-major, so its weight
-        # (D, C * side * side) is a conv kernel (D, C, side, side).
-        kernel = self.fc6.weight.view(self.fc6.out_features, -1, side, side)
-        return torch.relu(F.conv2d(maps, kernel, self.fc6.bias, stride=cell_stride))
-
-    def _fc6_on_windows(self, maps, window, cell_stride, n_rows) -> torch.Tensor:
-        # (B, C, n', n', window, window): every window of the map
-        windows = maps.unfold(2, window, cell_stride).unfold(3, window, cell_stride)
-        windows = windows[:, :, :n_rows, :n_rows]
-        B, C = windows.shape[:2]
-        # (B * n_rows * n_rows, C, window, window)
-        windows = windows.permute(0, 2, 3, 1, 4, 5).reshape(-1, C, window, window)
-        features = self.region_features(windows)
-        # (B, n_rows * n_rows, D) -> (B, D, n_rows, n_rows)
-        return features.view(B, n_rows, n_rows, -1).permute(0, 3, 1, 2)
-
-    def fc_guidance(self, features: torch.Tensor) -> torch.Tensor:
-        """Apply the next fully-connected layer and a ReLU to ``(..., D)``."""
-        layer = self.fc7 if self.has_fc6 else self.classifier
-        return torch.relu(layer(features))
-
-
-# ---------------------------------------------------------------------------
-# The trained guidance layer
-# ---------------------------------------------------------------------------
-
-
-@dataclass
-class GuidanceLayer:
-    """Weights of a trained guidance layer and its training record.
-
-    Attributes
-    ----------
-    weight : ndarray of shape (n_filters, n_components), float32
-        The 1x1 filters over the region grid.
-    bias : ndarray of shape (n_filters,), float32
-    classifier_weight : ndarray of shape (n_outputs, n_filters), float32
-        The linear classifier on the globally max-pooled maps, which is used
-        only for training.
-    classifier_bias : ndarray of shape (n_outputs,), float32
-    loss_curve : list of float
-        Mean training loss of each epoch.
-    training_accuracy : float
-        Accuracy of the classifier on the training images after the last
-        epoch: the fraction of images whose top class is right for single-label
-        targets, the fraction of (image, label) pairs right at probability 0.5
-        for multi-label targets.
-    """
-
-    weight: np.ndarray
-    bias: np.ndarray
-    classifier_weight: np.ndarray
-    classifier_bias: np.ndarray
-    loss_curve: list
-    training_accuracy: float
-
-
-def guidance_maps(
-    features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
-) -> torch.Tensor:
-    """Apply 1x1 filters and a ReLU to region features: ``(B, N, d) -> (B, N, K)``."""
-    return torch.relu(features @ weight.T + bias)
-
-
-def _uniform(shape, bound: float, generator: torch.Generator) -> nn.Parameter:
-    return nn.Parameter((torch.rand(shape, generator=generator) * 2.0 - 1.0) * bound)
-
-
-class _GuidanceNetwork(nn.Module):
-    """1x1 filters with ReLU, global max pooling over regions, linear classifier.
-
-    Weights start uniform in +-1/sqrt(fan_in), as torch's ``nn.Linear`` does,
-    drawn from ``generator``. Inputs are divided by ``scale`` first.
-    """
-
-    def __init__(self, n_components, n_filters, n_outputs, scale, generator):
-        super().__init__()
-        self.scale = scale
-        self.weight = _uniform((n_filters, n_components), n_components**-0.5, generator)
-        self.bias = _uniform((n_filters,), n_components**-0.5, generator)
-        self.classifier_weight = _uniform(
-            (n_outputs, n_filters), n_filters**-0.5, generator
-        )
-        self.classifier_bias = _uniform((n_outputs,), n_filters**-0.5, generator)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        # (B, N, d) -> (B, N, K) -> (B, K) -> (B, n_outputs)
-        maps = guidance_maps(features / self.scale, self.weight, self.bias)
-        return maps.amax(dim=1) @ self.classifier_weight.T + self.classifier_bias
-
-
-def _loss(logits: torch.Tensor, targets: torch.Tensor, multilabel: bool):
-    if multilabel:
-        return F.binary_cross_entropy_with_logits(logits, targets)
-    return F.cross_entropy(logits, targets)
-
-
-def _accuracy(logits: torch.Tensor, labels: torch.Tensor, multilabel: bool) -> float:
-    if multilabel:
-        return float(((logits > 0).float() == labels).float().mean())
-    return float((logits.argmax(dim=1) == labels).float().mean())
-
-
-def train_guidance_layer(
-    features: np.ndarray,
-    targets: np.ndarray,
-    *,
-    n_filters: int = 100,
-    multilabel: bool = False,
-    learning_rate: float = 0.01,
-    n_epochs: int = 50,
-    batch_size: int = 32,
-    momentum: float = 0.9,
-    weight_decay: float = 0.0,
-    feature_scale: float = 1.0,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-    verbose: int = 0,
-) -> GuidanceLayer:
-    """Train 1x1 guidance filters on region features with image labels.
-
-    The network is: 1x1 filters with ReLU on the region grid, global max
-    pooling over the regions, a linear classifier. The loss is softmax
-    cross-entropy for single-label targets and a sigmoid cross-entropy per
-    class for multi-label targets, minimised by mini-batch SGD.
-
-    Parameters
-    ----------
-    features : ndarray of shape (n_images, n_regions, n_components), float32
-        Region features (PCA-reduced local features). They stay on the CPU and
-        each mini-batch is copied to ``device``.
-    targets : ndarray
-        Integer class indices ``(n_images,)`` in ``[0, n_outputs)``, or a 0/1
-        indicator array ``(n_images, n_outputs)`` with ``multilabel=True``.
-    n_filters : int
-        Number K of guidance filters.
-    multilabel : bool
-        Whether ``targets`` is an indicator array.
-    learning_rate, momentum, weight_decay : float
-        Settings of :class:`torch.optim.SGD`.
-    n_epochs : int
-        Passes over the images, each in a new random order.
-    feature_scale : float
-        The features are divided by it before the 1x1 filters during training,
-        and the returned ``weight`` is divided by it too, so that it applies to
-        unscaled features. A scale that brings the features to unit variance
-        makes ``learning_rate`` independent of the backbone's activation scale.
-    batch_size : int
-        Images per SGD step.
-    seed : int
-        Seeds the initial weights and the image orders through a
-        :class:`torch.Generator`, so two runs on the CPU with the same seed
-        give the same weights.
-    device : torch.device or str
-    verbose : int
-        Show a progress bar over epochs when positive.
-
-    Returns
-    -------
-    GuidanceLayer
-        Weights as float32 numpy arrays.
-    """
-    n_images, _, n_components = features.shape
-    generator = torch.Generator().manual_seed(int(seed))
-    device = torch.device(device)
-    inputs = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
-    if multilabel:
-        labels = torch.as_tensor(targets, dtype=torch.float32)
-        n_outputs = labels.shape[1]
-    else:
-        labels = torch.as_tensor(targets, dtype=torch.long)
-        n_outputs = int(labels.max()) + 1
-    network = _GuidanceNetwork(
-        n_components, n_filters, n_outputs, float(feature_scale), generator
-    ).to(device)
-    optimizer = torch.optim.SGD(
-        network.parameters(),
-        lr=learning_rate,
-        momentum=momentum,
-        weight_decay=weight_decay,
-    )
-
-    loss_curve = []
-    with tqdm(
-        range(n_epochs), desc="guidance training", unit="epoch", disable=verbose <= 0
-    ) as epochs:
-        for epoch in epochs:
-            order = torch.randperm(n_images, generator=generator)
-            total = 0.0
-            for start in range(0, n_images, batch_size):
-                picked = order[start : start + batch_size]
-                logits = network(inputs[picked].to(device))
-                loss = _loss(logits, labels[picked].to(device), multilabel)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                total += float(loss.detach()) * len(picked)
-            loss_curve.append(total / n_images)
-            epochs.set_postfix(loss=f"{loss_curve[-1]:.4f}")
-            logger.debug("guidance epoch %d: loss %.6f", epoch + 1, loss_curve[-1])
-
-    with torch.no_grad():
-        logits = torch.cat(
-            [
-                network(inputs[start : start + batch_size].to(device)).cpu()
-                for start in range(0, n_images, batch_size)
-            ]
-        )
-    arrays = [p.detach().cpu().numpy().astype(np.float32) for p in network.parameters()]
-    arrays[0] = arrays[0] / np.float32(network.scale)
-    return GuidanceLayer(
-        *arrays,
-        loss_curve=loss_curve,
-        training_accuracy=_accuracy(logits, labels, multilabel),
-    )
-
-
-# ---------------------------------------------------------------------------
-# The estimator
-# ---------------------------------------------------------------------------
 
 
 class RegionalCrossLayerPooler(BackboneTransformer):

@@ -18,10 +18,10 @@ from sklearn.pipeline import Pipeline
 from sklearn.svm import LinearSVC
 from sklearn.utils._param_validation import InvalidParameterError
 
+from skcrosslayer._regions import _RegionNetwork
 from skcrosslayer.backbones import load_network
 from skcrosslayer.regional import (
     RegionalCrossLayerPooler,
-    _RegionNetwork,
     region_grid,
     train_guidance_layer,
 )
