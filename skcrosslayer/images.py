@@ -186,6 +186,11 @@ def image_dimensions(item, index: int = 0) -> tuple[int, int]:
 # empty grid before conv5.
 MIN_SIDE = 64
 
+# With the aspect ratio kept, images longer than this many times their width
+# (or wider than this many times their height) are rejected: upscaled to
+# MIN_SIDE they would be thousands of pixels long and exhaust memory.
+MAX_ASPECT_RATIO = 32
+
 
 @dataclass(frozen=True)
 class ResizePolicy:
@@ -196,7 +201,9 @@ class ResizePolicy:
     ratio is kept and images whose longer side exceeds ``max_size`` are
     downscaled (the retrieval setting); images whose shorter side would be
     below :data:`MIN_SIDE` pixels are upscaled until it reaches ``MIN_SIDE``,
-    even if the longer side then exceeds ``max_size``.
+    even if the longer side then exceeds ``max_size``. Images with an aspect
+    ratio beyond :data:`MAX_ASPECT_RATIO` to 1 are rejected there (see
+    :meth:`check_aspect`).
 
     With ``size_multiple`` set as well, each side of the aspect-kept size is
     then rounded to the nearest multiple of it (at least one multiple), so that
@@ -221,6 +228,20 @@ class ResizePolicy:
             return size
         # Halves round up, so that the result does not depend on parity.
         return tuple(max(1, int(side / step + 0.5)) * step for side in size)
+
+    def check_aspect(self, width: int, height: int, item) -> None:
+        """Raise :class:`ImageLoadError` if ``item`` is too elongated to keep.
+
+        Only with the aspect ratio kept; warped squares take any shape.
+        """
+        if self.fixed or max(width, height) <= MAX_ASPECT_RATIO * min(width, height):
+            return
+        raise ImageLoadError(
+            f"image {_describe(item)} is {width}x{height} px, an aspect ratio "
+            f"beyond {MAX_ASPECT_RATIO}:1 that would be resized to "
+            f"{'x'.join(map(str, self.target_size(width, height)))} px; crop it, "
+            "or set image_size to warp every image to a square"
+        )
 
     def upscales(self, width: int, height: int) -> bool:
         """Return whether an image of this size is upscaled to reach ``MIN_SIDE``."""
@@ -422,6 +443,7 @@ def _size_buckets(items, policy, batch_size, on_error, failures):
     for i, item in enumerate(items):
         try:
             width, height = image_dimensions(item, i)
+            policy.check_aspect(width, height, item)
         except ImageLoadError as exc:
             if on_error == "raise":
                 raise

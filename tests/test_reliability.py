@@ -101,10 +101,31 @@ def test_fit_fails_when_no_image_loads(tmp_path):
 
 def test_tiny_and_thin_images_are_upscaled(tiny_pooler):
     pooler = copy.deepcopy(tiny_pooler).set_params(image_size=None, max_size=128)
-    images = [np.full((5, 7, 3), 90, np.uint8), np.zeros((1, 300, 3), np.uint8)]
+    # 3 x 90 is 30:1, within the 32:1 limit, and becomes 64 x 1920.
+    images = [np.full((5, 7, 3), 90, np.uint8), np.zeros((3, 90, 3), np.uint8)]
     with pytest.warns(UserWarning, match="2 images have a side below 64 px"):
         features = pooler.transform(images)
     assert np.all(np.isfinite(features))
+
+
+def test_too_elongated_image_is_rejected(tiny_pooler, tmp_path):
+    pooler = copy.deepcopy(tiny_pooler).set_params(image_size=None, max_size=128)
+    line = tmp_path / "line.png"
+    Image.fromarray(np.zeros((1, 300, 3), np.uint8)).save(line)
+    photo = skimage.data.coffee()
+    with pytest.raises(
+        ImageLoadError, match=r"line.png' is 300x1 px, an aspect ratio beyond 32:1"
+    ):
+        pooler.transform([photo, line])
+
+    features, valid = pooler.set_params(on_error="skip").transform_with_mask(
+        [line, photo]
+    )
+    assert valid.tolist() == [False, True]
+    assert np.all(features[0] == 0)
+    # Warped to a square, the same image is accepted.
+    square = pooler.set_params(image_size=64, max_size=None).transform([line])
+    assert np.all(np.isfinite(square))
 
 
 @pytest.mark.parametrize(
