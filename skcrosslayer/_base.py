@@ -118,6 +118,12 @@ class BackboneTransformer(TransformerMixin, BaseEstimator):
                 "ratio is kept; set max_size (with image_size=None), or "
                 "size_multiple=None"
             )
+        if size_multiple is not None and size_multiple > self.max_size:
+            raise ValueError(
+                f"size_multiple={size_multiple} is larger than "
+                f"max_size={self.max_size}, so no rounded side fits under "
+                "max_size; use a small multiple such as 32"
+            )
         image_size = self.image_size
         if image_size is None and self.max_size is None:
             image_size = spec.image_size

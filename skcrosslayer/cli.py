@@ -94,6 +94,40 @@ def _add_pooler_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# Options of how a pooler runs, which may change for a loaded pooler. Every
+# other pooler option defines the features, so the saved model fixes it.
+_RUN_OPTIONS = {
+    "batch_size": "batch_size",
+    "device": "device",
+    "workers": "n_workers",
+    "decode_on_device": "decode_on_device",
+}
+
+
+def _loaded_pooler(args):
+    """Load the pooler of ``--model`` and apply the run options given."""
+    defaults = argparse.ArgumentParser()
+    _add_pooler_options(defaults)
+    defaults = vars(defaults.parse_args([]))
+    changed = [name for name in defaults if getattr(args, name) != defaults[name]]
+    fixed = [name for name in changed if name not in _RUN_OPTIONS]
+    if fixed:
+        flags = ", ".join("--" + name.replace("_", "-") for name in fixed)
+        raise ValueError(
+            f"{flags} would change the features, which the saved pooler "
+            f"{args.model!r} fixes; drop them to use the saved pooler, or drop "
+            "--model to fit a new one"
+        )
+    import joblib
+
+    pooler = joblib.load(args.model)
+    pooler.set_params(
+        **{_RUN_OPTIONS[name]: getattr(args, name) for name in changed},
+        verbose=args.verbose,
+    )
+    return pooler
+
+
 def _pooler_from_args(args):
     from .pooler import CrossLayerPooler
 
@@ -158,7 +192,7 @@ def _run_extract(args) -> int:
 
     def fit(paths):
         if args.model:
-            return joblib.load(args.model)
+            return _loaded_pooler(args)
         return _pooler_from_args(args).fit(paths)
 
     # Finished chunks are kept in OUTPUT.npy.partial/, so rerunning an
@@ -416,7 +450,9 @@ def _parser() -> argparse.ArgumentParser:
     extract.add_argument("inputs", nargs="+", help="image files or folders")
     extract.add_argument("-o", "--output", required=True, help="output .npy file")
     extract.add_argument(
-        "--model", help="a fitted CrossLayerPooler saved with joblib (else fit here)"
+        "--model",
+        help="a fitted CrossLayerPooler saved with joblib (else fit here); only "
+        "--batch-size, --device, --workers and --decode-on-device apply to it",
     )
     extract.add_argument("--save-model", help="save the fitted pooler with joblib")
     extract.add_argument(

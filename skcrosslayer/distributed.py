@@ -33,7 +33,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import tempfile
 import time
 import uuid
 import warnings
@@ -46,6 +45,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, validate_param
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import BackboneTransformer
+from ._io import temporary_file
 from .backbones import load_network
 from .exceptions import ImageLoadWarning
 
@@ -297,9 +297,7 @@ def _create_output_file(output: Path, n_rows: int, n_features: int) -> tuple[str
 
     Returns the temporary path and the byte offset of its first row.
     """
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{output.name}.", suffix=".tmp", dir=output.parent
-    )
+    handle, temporary = temporary_file(output)
     os.close(handle)
     array = np.lib.format.open_memmap(
         temporary, mode="w+", dtype=np.float32, shape=(n_rows, n_features)

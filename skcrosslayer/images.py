@@ -171,7 +171,7 @@ def image_dimensions(item, index: int = 0) -> tuple[int, int]:
                 width, height = image.size
                 orientation = image.getexif().get(_EXIF_ORIENTATION_TAG)
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-            raise ImageLoadError(f"cannot read image {path!r}: {exc}") from exc
+            raise ImageLoadError(f"cannot load image {path!r}: {exc}") from exc
         if orientation in _TRANSPOSING_ORIENTATIONS:
             return height, width
         return width, height
@@ -205,10 +205,12 @@ class ResizePolicy:
     ratio beyond :data:`MAX_ASPECT_RATIO` to 1 are rejected there (see
     :meth:`check_aspect`).
 
-    With ``size_multiple`` set as well, each side of the aspect-kept size is
-    then rounded to the nearest multiple of it (at least one multiple), so that
-    images of similar shapes share a size and fill whole batches. This changes
-    the aspect ratio by at most ``size_multiple / 2`` pixels on each side.
+    With ``size_multiple`` set as well (at most ``max_size``), each side of the
+    aspect-kept size is then rounded to a multiple of it, so that images of
+    similar shapes share a size and fill whole batches: to the nearest
+    multiple, but never above ``max_size`` nor below :data:`MIN_SIDE` unless
+    the side already was. Each side changes by less than ``size_multiple``
+    pixels (by at most half of it when the nearest multiple is taken).
     """
 
     image_size: int | None
@@ -223,11 +225,24 @@ class ResizePolicy:
         scale = min(1.0, self.max_size / max(width, height))
         scale = max(scale, MIN_SIDE / min(width, height))
         size = max(1, round(width * scale)), max(1, round(height * scale))
-        step = self.size_multiple
-        if step is None:
+        if self.size_multiple is None:
             return size
-        # Halves round up, so that the result does not depend on parity.
-        return tuple(max(1, int(side / step + 0.5)) * step for side in size)
+        return tuple(self._round_side(side) for side in size)
+
+    def _round_side(self, side: int) -> int:
+        """Round ``side`` to a multiple of ``size_multiple`` within the limits.
+
+        The nearest multiple (halves up) is taken, or the one below it when the
+        nearest exceeds ``max_size`` (and the side itself), or the one above
+        when the nearest falls below ``MIN_SIDE`` (and the side itself).
+        """
+        step = self.size_multiple
+        rounded = int(side / step + 0.5) * step
+        if rounded > max(side, self.max_size):
+            rounded -= step
+        if rounded < min(side, MIN_SIDE):
+            rounded += step
+        return max(rounded, step)
 
     def check_aspect(self, width: int, height: int, item) -> None:
         """Raise :class:`ImageLoadError` if ``item`` is too elongated to keep.

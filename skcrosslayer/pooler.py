@@ -92,11 +92,13 @@ class CrossLayerPooler(BackboneTransformer):
         Keep the aspect ratio and downscale images whose longer side exceeds
         ``max_size``. Requires ``image_size=None``.
     size_multiple : int or None, default=None
-        With ``max_size``, round each side of the resized image to the nearest
-        multiple of this (32 is a good choice), so that images of similar
-        shapes share a size and batches stay full. The aspect ratio then
-        changes by at most ``size_multiple / 2`` pixels on each side. ``None``
-        keeps exact sizes: each distinct size gets its own batches.
+        With ``max_size``, round each side of the resized image to a multiple
+        of this (32 is a good choice; at most ``max_size``), so that images of
+        similar shapes share a size and batches stay full. The nearest
+        multiple is taken unless it exceeds ``max_size`` (then the one below)
+        or falls below 64 px (then the one above), so each side changes by
+        less than ``size_multiple`` pixels. ``None`` keeps exact sizes: each
+        distinct size gets its own batches.
     n_fit_samples : int, default=100_000
         Upper bound on the local features sampled from the training images to
         fit the PCA, spread evenly over images.

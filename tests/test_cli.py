@@ -6,6 +6,7 @@ tests use the real EfficientNet-Lite0 weights of the offline package.
 """
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -164,6 +165,31 @@ def test_extract_writes_features_and_paths(capsys, tmp_path, photo_folder, photo
     assert f"wrote 7 x 65536 features to {output}" in printed
 
 
+def test_extract_files_follow_umask(capsys, tmp_path, photo_paths):
+    output = tmp_path / "out.npy"
+    previous = os.umask(0o027)
+    try:
+        status, _, _ = run(
+            capsys,
+            "extract",
+            *photo_paths[:2],
+            "-o",
+            output,
+            "--save-model",
+            tmp_path / "pooler.joblib",
+            "--n-components",
+            "8",
+            *ALEXNET_OPTIONS,
+        )
+    finally:
+        os.umask(previous)
+
+    # Group-readable as with open(), not owner-only as tempfile makes them.
+    assert status == 0
+    for name in ("out.npy", "out.paths.txt", "pooler.joblib"):
+        assert oct((tmp_path / name).stat().st_mode & 0o777) == oct(0o640), name
+
+
 def test_extract_adds_npy_suffix(capsys, tmp_path, photo_paths):
     inputs = photo_paths[:3]
 
@@ -276,6 +302,24 @@ def test_extract_saved_model_gives_same_features(
     features = np.load(first)
     np.testing.assert_array_equal(np.load(second), features)
     np.testing.assert_allclose(np.load(single)[0], features[2], atol=1e-5)
+
+    # Options that define the features conflict with the saved pooler.
+    status, _, error = run(
+        capsys,
+        "extract",
+        photo_folder,
+        "-o",
+        tmp_path / "c.npy",
+        "--model",
+        model,
+        "--image-size",
+        "64",
+        "--size-multiple",
+        "32",
+    )
+    assert status == 2
+    assert "--image-size, --size-multiple would change the features" in error
+    assert not (tmp_path / "c.npy").exists()
 
 
 def test_extract_unknown_layer(capsys, tmp_path, photo_folder):

@@ -186,6 +186,23 @@ def test_size_multiple_rounds_each_side():
         200,
         100,
     )
+    # The nearest multiple above max_size gives way to the one below ...
+    assert ResizePolicy(None, 500, size_multiple=32).target_size(512, 512) == (
+        480,
+        480,
+    )
+    # ... unless the side is already above max_size after upscaling to 64 px.
+    assert ResizePolicy(None, 100, size_multiple=32).target_size(300, 30) == (
+        640,
+        64,
+    )
+    # The multiple below 64 px gives way to the one above. 640 x 64 keeps its
+    # size (the short side is already 64), and 645 would exceed both 640 and
+    # max_size, so the long side takes the multiple below.
+    assert ResizePolicy(None, 500, size_multiple=43).target_size(640, 64) == (
+        602,
+        86,
+    )
     # A warped square is not rounded.
     assert ResizePolicy(224, None, size_multiple=32).target_size(640, 427) == (
         224,
@@ -215,3 +232,7 @@ def test_size_multiple_fills_batches(tmp_path, photo):
 def test_size_multiple_needs_max_size(photo_paths):
     with pytest.raises(ValueError, match="size_multiple=32 only applies"):
         CrossLayerPooler(size_multiple=32, n_workers=0).fit(photo_paths[:2])
+    with pytest.raises(ValueError, match="size_multiple=1000 is larger than max"):
+        CrossLayerPooler(max_size=128, size_multiple=1000, n_workers=0).fit(
+            photo_paths[:2]
+        )

@@ -321,7 +321,7 @@ def test_image_dimensions_match_decoded(tmp_path, sample_photos):
 def test_image_dimensions_missing_file(tmp_path):
     path = tmp_path / "missing.png"
 
-    with pytest.raises(ImageLoadError, match=r"cannot read image '.*missing\.png'"):
+    with pytest.raises(ImageLoadError, match=r"cannot load image '.*missing\.png'"):
         image_dimensions(path)
 
 
@@ -473,7 +473,9 @@ def test_check_images_rejects_non_4d_array(array):
 
 
 def test_check_images_rejects_int_item(tmp_path):
-    with pytest.raises(TypeError, match=r"X\[1\] has type int; each image must be a file"):
+    with pytest.raises(
+        TypeError, match=r"X\[1\] has type int; each image must be a file"
+    ):
         check_images([tmp_path / "a.jpg", 7])
 
 
