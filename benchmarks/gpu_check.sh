@@ -20,19 +20,19 @@ print(json.dumps({"torch": torch.__version__, "cuda": torch.cuda.is_available(),
                   "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}))
 PY
 
-timeout 150 python benchmarks/gpu_smoke.py --json "$work/smoke.json"
+timeout 120 python benchmarks/gpu_smoke.py --json "$work/smoke.json"
 echo "smoke exit status $?"
 
-timeout 150 python benchmarks/throughput.py --device cuda --n-images 256 \
+timeout 120 python benchmarks/throughput.py --device cuda --n-images 256 \
     --batch-size 64 --workers 8 --repeats 3 --json "$work/throughput.json"
 echo "throughput exit status $?"
 
-timeout 90 python benchmarks/throughput.py --device cuda --n-images 256 \
+timeout 60 python benchmarks/throughput.py --device cuda --n-images 256 \
     --batch-size 64 --workers 8 --repeats 3 --configurations 1 \
     --size-multiple 32 --decode-on-device --json "$work/throughput_nvjpeg.json"
 echo "throughput with nvJPEG exit status $?"
 
-timeout 150 python benchmarks/precision_check.py --device cuda \
+timeout 120 python benchmarks/precision_check.py --device cuda \
     --json "$work/precision.json"
 echo "precision exit status $?"
 
