@@ -115,8 +115,8 @@ def _loaded_pooler(args):
         flags = ", ".join("--" + name.replace("_", "-") for name in fixed)
         raise ValueError(
             f"{flags} would change the features, which the saved pooler "
-            f"{args.model!r} fixes; drop them to use the saved pooler, or drop "
-            "--model to fit a new one"
+            f"{args.model!r} fixes; leave out {flags} to use the saved pooler, "
+            "or --model to fit a new one"
         )
     import joblib
 
