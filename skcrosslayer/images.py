@@ -385,7 +385,7 @@ def _decode_jpegs(data: list[torch.Tensor], device: torch.device) -> list:
             return torchvision.io.decode_jpeg(
                 data, mode=torchvision.io.ImageReadMode.RGB, device=device
             )
-        except RuntimeError:
+        except (RuntimeError, ValueError):
             pass
         decoded = []
         for one in data:
@@ -395,7 +395,7 @@ def _decode_jpegs(data: list[torch.Tensor], device: torch.device) -> list:
                         one, mode=torchvision.io.ImageReadMode.RGB, device=device
                     )
                 )
-            except RuntimeError:
+            except (RuntimeError, ValueError):
                 decoded.append(None)
         return decoded
 
