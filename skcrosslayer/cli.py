@@ -72,7 +72,8 @@ def _add_pooler_options(parser: argparse.ArgumentParser) -> None:
         "--max-size",
         type=int,
         default=None,
-        help="keep the aspect ratio, longer side at most this many pixels",
+        help="keep the aspect ratio, longer side at most this many pixels; "
+        "images with a side under 64 px are upscaled until it is 64 px",
     )
     group.add_argument(
         "--size-multiple",
