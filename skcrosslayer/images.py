@@ -405,8 +405,8 @@ def resize_tensor(
 ) -> torch.Tensor:
     """Resize a uint8 image ``(3, H, W)`` to ``size = (width, height)``.
 
-    Antialiased like PIL's resampling, so the result differs from PIL's by
-    rounding only.
+    Antialiased as PIL's resampling is. Measured against PIL: within one grey
+    level for bilinear, a few levels for bicubic, whose kernels differ.
     """
     width, height = size
     if image.shape[1:] == (height, width):
@@ -531,15 +531,17 @@ def iter_image_batches(
     for indices, images, jpegs, batch_failures in loader:
         failures.extend(batch_failures)
         if jpegs:
-            more_indices, more_images = _device_decoded(
+            # JPEG files decoded on the device first, then the images that
+            # the workers decoded, each with its index.
+            batch_indices, batch_images = _device_decoded(
                 items, policy, jpegs, decode_device, on_error, failures
             )
             if images is not None:
-                more_images.extend(images.to(decode_device, non_blocking=True))
-                more_indices.extend(indices.tolist())
-            if not more_images:
+                batch_images.extend(images.to(decode_device, non_blocking=True))
+                batch_indices.extend(indices.tolist())
+            if not batch_images:
                 continue
-            indices = torch.tensor(more_indices, dtype=torch.long)
-            images = torch.stack(more_images)
+            indices = torch.tensor(batch_indices, dtype=torch.long)
+            images = torch.stack(batch_images)
         if images is not None:
             yield indices.numpy(), images
