@@ -12,19 +12,37 @@ size and modification time. A second evaluation with other search settings
 (``--binary``, ``--n-channels``, ``--selection-mode``) therefore reads the
 vectors back and does not run the network.
 
-NOTE: the search keeps the float vectors in memory, K * (d + 1) * 4 bytes an
-image (1.6 MB with EfficientNet-Lite0's default layers, K = 1280 and d = 320),
-and a masked copy of the query vectors.
+The database vectors, K * (d + 1) * 4 bytes an image (1.6 MB with
+EfficientNet-Lite0's default layers, K = 1280 and d = 320), never sit in memory
+all at once. The pooler writes them batch by batch into a ``.npy`` file: the
+cache entry, or with ``--no-cache`` and in ``retrieve`` a file in the system's
+temporary folder (``TMPDIR``), removed at the end. On a RAM-backed folder
+(tmpfs) that file takes memory, so point ``TMPDIR`` at a disk. The search reads
+the file memory-mapped, 64 MiB of rows at a time. The binary search keeps the
+packed sign codes of the database, K * ceil(d / 8) bytes an image (51 kB), and
+the float search a batch of query vectors of up to 128 MiB. Both keep the
+rankings, which ``evaluate-retrieval`` makes over the whole database (except
+for UKBench): a 4-byte similarity and an 8-byte index for each query and
+database image. Queries pooled from cropped or outside images are held in
+memory too.
+
+NOTE: the float search reads the database file once per batch of queries, about
+80 queries with EfficientNet-Lite0's default layers. UKBench, where all 10,200
+database images are queries, reads its 17 GB file about 126 times, which is
+fast only while the whole file fits in the page cache. ``--binary`` reads it
+once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +52,12 @@ from . import __version__
 from ._io import atomic_write
 from .binary import FeatureBinarizer
 from .cli import _pooler_from_args, find_images
-from .search import ImageRetriever
+from .search import (
+    ImageRetriever,
+    _check_n_neighbors,
+    _rank_in_chunks,
+    float_similarities,
+)
 from .selection import ChannelSelector
 
 __all__ = ["SearchSettings", "rank_database", "run_evaluate_retrieval", "run_retrieve"]
@@ -43,6 +66,20 @@ logger = logging.getLogger(__name__)
 
 # Pooler parameters that change how fast vectors are computed, not their values.
 _SPEED_PARAMETERS = ("batch_size", "n_workers", "verbose", "memory")
+
+# Upper bound, in bytes, on the float rows of database images that the search
+# reads into memory at once.
+_MAX_CHUNK_BYTES = 1 << 26
+
+# Upper bound, in bytes, on the float rows of the queries that the float search
+# compares at once. Each batch reads the whole database once, so larger batches
+# mean fewer passes over its file.
+_MAX_QUERY_BATCH_BYTES = 1 << 27
+
+# Upper bound on the similarities of one ranking step, a batch of queries by a
+# chunk of database items. Ranking them takes several times their 4 bytes each,
+# for indices and sorting buffers.
+_MAX_RANKING_ENTRIES = 1 << 21
 
 # Depths of the mean precision reported for revisited Oxford and Paris.
 _REVISITED_KS = (1, 5, 10)
@@ -103,19 +140,37 @@ def rank_database(
     block_size: int,
     settings: SearchSettings,
     n_neighbors: int,
+    *,
+    database_rows: np.ndarray | None = None,
+    query_rows: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Rank the database for each query.
+    """Rank the database for each query, reading the database a chunk at a time.
+
+    ``database`` can be a read-only memory map of a ``.npy`` file: it is read
+    in chunks of rows and never copied whole. The float search reads it once
+    for each batch of queries. The binary search reads it once and keeps the
+    packed sign codes of all rows.
 
     Parameters
     ----------
-    database : ndarray of shape (n_database, K * (d + 1))
+    database : ndarray of shape (n_rows, K * (d + 1))
         Output of ``CrossLayerPooler(channel_strengths=True)``.
-    queries : ndarray of shape (n_queries, K * (d + 1))
+    queries : ndarray of shape (n_query_rows, K * (d + 1))
+        Pooled the same way. It may be the database array itself, with
+        ``query_rows`` naming the query images among its rows.
     block_size : int
         Dims d of one pooled block.
     settings : SearchSettings
     n_neighbors : int
         Database items returned per query, at most ``n_database``.
+    database_rows : ndarray of shape (n_database,), default=None
+        Row of ``database`` that contains each database item, so that a
+        database in another order is searched without reordering its rows.
+        Returned indices are positions in ``database_rows``. None takes every
+        row in order.
+    query_rows : ndarray of shape (n_queries,), default=None
+        Row of ``queries`` that contains each query. None takes every row in
+        order.
 
     Returns
     -------
@@ -126,33 +181,185 @@ def rank_database(
     """
     selector = ChannelSelector(
         settings.n_channels, mode=settings.mode, block_size=block_size
-    ).fit(database)
-    if settings.mode == "symmetric":
-        database_vectors = selector.transform(database)
-    else:
-        # Complete database vectors, as fit_transform returns them, but as a
-        # view: a copy of a large database would double the memory it takes.
-        database_vectors = database[:, : selector.n_features_out_]
-    query_vectors = selector.transform(queries)
+    )
+    # Fitting reads only the number of columns, so one row is enough.
+    selector.fit(database[:1])
+    _check_n_neighbors(n_neighbors, _n_rows(database, database_rows))
     if not settings.binary:
-        # Dropped blocks are zero and add nothing to a float inner product.
-        retriever = ImageRetriever(block_size=block_size).fit(database_vectors)
-        return retriever.kneighbors(query_vectors, n_neighbors)
+        return _rank_float(
+            selector, database, database_rows, queries, query_rows, n_neighbors
+        )
+    return _rank_binary(
+        selector, database, database_rows, queries, query_rows, n_neighbors
+    )
 
-    binarizer = FeatureBinarizer(block_size=block_size).fit(database_vectors)
-    database_codes = binarizer.transform(database_vectors)
-    query_codes = binarizer.transform(query_vectors)
+
+def _n_rows(array: np.ndarray, rows: np.ndarray | None) -> int:
+    return array.shape[0] if rows is None else len(rows)
+
+
+def _rows_within(array: np.ndarray, max_bytes: int) -> int:
+    """Return how many rows of ``array`` fit in ``max_bytes``, at least one."""
+    return max(1, max_bytes // (array.shape[1] * array.itemsize))
+
+
+def _row_slices(n_rows: int, step: int) -> list[slice]:
+    """Split ``range(n_rows)`` into slices of ``step`` rows, the last one shorter.
+
+    No rows give one empty slice, so that the estimators that read it raise
+    their error about empty input.
+    """
+    starts = range(0, max(n_rows, 1), step)
+    return [slice(start, min(start + step, n_rows)) for start in starts]
+
+
+def _read_rows(array: np.ndarray, rows: np.ndarray | None, part: slice) -> np.ndarray:
+    """Return the rows ``rows[part]`` of ``array``, or ``array[part]`` without rows.
+
+    Without rows the result is a view, of the file when ``array`` is a memory
+    map. With rows only the requested rows are copied into memory.
+    """
+    if rows is None:
+        return array[part]
+    return array[rows[part]]
+
+
+def _database_vectors(selector: ChannelSelector, pooled: np.ndarray) -> np.ndarray:
+    """Return the (n, K * d) vectors that database rows are compared with."""
+    if selector.mode == "symmetric":
+        return selector.transform(pooled)
+    # Complete vectors, as fit_transform returns them, but as a view: in query
+    # mode only the queries drop channels.
+    return pooled[:, : selector.n_features_out_]
+
+
+def _queries_per_step(n_items: int) -> int:
+    """Return how many queries to rank at once against ``n_items`` database items."""
+    return max(1, _MAX_RANKING_ENTRIES // max(n_items, 1))
+
+
+def _rank_in_batches(
+    rank_batch: Callable[[slice], tuple[np.ndarray, np.ndarray]],
+    n_queries: int,
+    batch_size: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Call ``rank_batch`` on each slice of queries and fill the whole result."""
+    similarities = indices = None
+    for batch in _row_slices(n_queries, batch_size):
+        batch_similarities, batch_indices = rank_batch(batch)
+        if similarities is None:
+            n_neighbors = batch_similarities.shape[1]
+            similarities = np.empty((n_queries, n_neighbors), batch_similarities.dtype)
+            indices = np.empty((n_queries, n_neighbors), batch_indices.dtype)
+        similarities[batch] = batch_similarities
+        indices[batch] = batch_indices
+    return similarities, indices
+
+
+def _rank_float(
+    selector: ChannelSelector,
+    database: np.ndarray,
+    database_rows: np.ndarray | None,
+    queries: np.ndarray,
+    query_rows: np.ndarray | None,
+    n_neighbors: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rank by float inner products, one batch of queries per pass over the rows."""
+    n_database = _n_rows(database, database_rows)
+    chunk_size = _rows_within(database, _MAX_CHUNK_BYTES)
+
+    def rank_batch(batch: slice) -> tuple[np.ndarray, np.ndarray]:
+        # Dropped blocks are zero and add nothing to a float inner product.
+        query_vectors = selector.transform(_read_rows(queries, query_rows, batch))
+
+        def chunk_similarities(start: int, stop: int) -> np.ndarray:
+            pooled = _read_rows(database, database_rows, slice(start, stop))
+            vectors = _database_vectors(selector, pooled)
+            return float_similarities(query_vectors, vectors)
+
+        return _rank_in_chunks(
+            chunk_similarities, len(query_vectors), n_database, n_neighbors, chunk_size
+        )
+
+    batch_size = min(
+        _rows_within(queries, _MAX_QUERY_BATCH_BYTES),
+        _queries_per_step(min(chunk_size, n_database)),
+    )
+    return _rank_in_batches(rank_batch, _n_rows(queries, query_rows), batch_size)
+
+
+def _rank_binary(
+    selector: ChannelSelector,
+    database: np.ndarray,
+    database_rows: np.ndarray | None,
+    queries: np.ndarray,
+    query_rows: np.ndarray | None,
+    n_neighbors: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rank by ±1 inner products of packed sign codes, binarised a chunk at a time."""
+    binarizer = FeatureBinarizer(block_size=selector.block_size)
+    binarizer.fit(database[:1, : selector.n_features_out_])
+    selected = selector.n_channels is not None
+    symmetric = selected and selector.mode == "symmetric"
+    database_codes, database_mask = _pack_rows(
+        database,
+        database_rows,
+        lambda pooled: _database_vectors(selector, pooled),
+        binarizer,
+        selector.block_mask if symmetric else None,
+    )
+    query_codes, query_mask = _pack_rows(
+        queries,
+        query_rows,
+        selector.transform,
+        binarizer,
+        selector.block_mask if selected else None,
+    )
+
     # Zero blocks pack to -1 signs, so dropped blocks are left out by mask.
-    query_mask = database_mask = None
-    mode = "query"
-    if settings.n_channels is not None:
-        query_mask = selector.block_mask(queries)
-        if settings.mode == "symmetric":
-            database_mask = selector.block_mask(database)
-            mode = "symmetric"
-    retriever = ImageRetriever("hamming", block_size=block_size, mode=mode)
+    retriever = ImageRetriever(
+        "hamming",
+        block_size=selector.block_size,
+        mode="symmetric" if symmetric else "query",
+    )
     retriever.fit(database_codes, database_block_mask=database_mask)
-    return retriever.kneighbors(query_codes, n_neighbors, query_block_mask=query_mask)
+
+    def rank_batch(batch: slice) -> tuple[np.ndarray, np.ndarray]:
+        batch_mask = None if query_mask is None else query_mask[batch]
+        return retriever.kneighbors(
+            query_codes[batch], n_neighbors, query_block_mask=batch_mask
+        )
+
+    n_items = min(retriever.chunk_size, len(database_codes))
+    return _rank_in_batches(rank_batch, len(query_codes), _queries_per_step(n_items))
+
+
+def _pack_rows(
+    pooled: np.ndarray,
+    rows: np.ndarray | None,
+    to_vectors: Callable[[np.ndarray], np.ndarray],
+    binarizer: FeatureBinarizer,
+    to_mask: Callable[[np.ndarray], np.ndarray] | None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Return the packed sign codes of the rows, and their block masks with ``to_mask``.
+
+    Rows are read and binarised a chunk at a time, so only the codes, about 1/32
+    of the float vectors, stay in memory.
+    """
+    n_rows = _n_rows(pooled, rows)
+    n_bytes = binarizer.n_blocks_ * binarizer.n_bytes_per_block_
+    codes = np.empty((n_rows, n_bytes), dtype=np.uint8)
+    mask = None
+    if to_mask is not None:
+        mask = np.empty((n_rows, binarizer.n_blocks_), dtype=bool)
+    for part in _row_slices(n_rows, _rows_within(pooled, _MAX_CHUNK_BYTES)):
+        chunk = _read_rows(pooled, rows, part)
+        codes[part] = binarizer.transform(to_vectors(chunk))
+        if mask is not None:
+            mask[part] = to_mask(chunk)
+        # Free this chunk before the next one is read, so that only one is in memory.
+        del chunk
+    return codes, mask
 
 
 def _settings_from_args(args) -> SearchSettings:
@@ -171,9 +378,6 @@ def run_retrieve(args) -> int:
     database_paths = find_images(args.database)
     query_paths = find_images(args.queries)
     pooler = _strength_pooler(args).fit(database_paths)
-    database = pooler.transform(database_paths)
-    queries = pooler.transform(query_paths)
-
     n_neighbors = min(args.n_neighbors, len(database_paths))
     if n_neighbors < args.n_neighbors:
         logger.info(
@@ -181,13 +385,20 @@ def run_retrieve(args) -> int:
             n_neighbors,
             args.n_neighbors,
         )
-    similarities, indices = rank_database(
-        database,
-        queries,
-        pooler.n_components_,
-        _settings_from_args(args),
-        n_neighbors,
-    )
+    with tempfile.TemporaryDirectory(prefix="skcrosslayer-") as scratch:
+        database = pooler.transform_to_npy(
+            database_paths, Path(scratch) / "database.npy"
+        )
+        queries = pooler.transform(query_paths)
+        similarities, indices = rank_database(
+            database,
+            queries,
+            pooler.n_components_,
+            _settings_from_args(args),
+            n_neighbors,
+        )
+        # Drop the memory map before its folder is removed, which Windows needs.
+        del database
 
     rankings = [
         {
@@ -265,11 +476,14 @@ class _FeatureCache:
     """Pooled vectors on disk: ``<name>.npy`` with a ``<name>.json`` written last.
 
     An entry counts as present only when its JSON file exists, so an
-    interrupted write is recomputed. Every file is written atomically.
+    interrupted write is recomputed. Every file is written atomically. Without
+    a folder nothing is cached, and :meth:`npy_path` points into ``scratch``,
+    a temporary folder that the caller removes.
     """
 
-    def __init__(self, folder: Path | None):
+    def __init__(self, folder: Path | None, scratch: str | None):
         self.folder = folder
+        self.scratch = scratch
 
     def _path(self, name: str, suffix: str) -> Path:
         return self.folder / f"{name}{suffix}"
@@ -298,12 +512,26 @@ class _FeatureCache:
         # file from an untrusted source can run arbitrary code.
         return joblib.load(path)
 
+    def npy_path(self, name: str) -> Path:
+        """Return the path that the vectors of an entry are written to."""
+        if self.folder is None:
+            return Path(self.scratch, f"{name}.npy")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return self._path(name, ".npy")
+
     def save(self, name: str, features: np.ndarray, metadata: dict, pooler=None):
+        """Write the vectors of an entry, then its pooler and metadata."""
+        if self.folder is None:
+            return
+        atomic_write(self._path(name, ".npy"), lambda f: np.save(f, features))
+        self.save_metadata(name, metadata, pooler)
+
+    def save_metadata(self, name: str, metadata: dict, pooler=None):
+        """Complete an entry whose vectors are already at :meth:`npy_path`."""
         if self.folder is None:
             return
         import joblib
 
-        atomic_write(self._path(name, ".npy"), lambda f: np.save(f, features))
         if pooler is not None:
             atomic_write(
                 self._path(name, ".pooler.joblib"), lambda f: joblib.dump(pooler, f)
@@ -315,9 +543,16 @@ class _FeatureCache:
 
 @dataclass
 class _PooledSet:
-    """Pooled vectors with the fitted pooler's sizes and where they came from."""
+    """Pooled vectors with the fitted pooler's sizes and where they came from.
+
+    ``features`` is a read-only memory map of the rows in sorted path order,
+    and ``rows`` gives the row of each database image in dataset order (None
+    when the two orders agree). The search reads rows through this index
+    because reordering the array would copy every row into memory.
+    """
 
     features: np.ndarray
+    rows: np.ndarray | None
     n_components: int
     n_guidance_channels: int
     layers: list[str]
@@ -326,10 +561,11 @@ class _PooledSet:
 
 
 def _pool_database(pooler, paths: Sequence[str], cache: _FeatureCache) -> tuple:
-    """Return the database vectors in ``paths`` order, and the fitted pooler or None.
+    """Return the database vectors, and the fitted pooler or None.
 
     The pooler's PCA is fitted on the database images. Vectors are computed in
-    sorted path order, which the key uses, and returned in ``paths`` order.
+    sorted path order, which the key uses, straight into the entry's ``.npy``
+    file, batch by batch, and read back memory-mapped.
     """
     sorted_paths = sorted(paths)
     key = _hash(
@@ -341,16 +577,14 @@ def _pool_database(pooler, paths: Sequence[str], cache: _FeatureCache) -> tuple:
     )
     name = f"database-{key}"
     row_of = {path: row for row, path in enumerate(sorted_paths)}
-    order = [row_of[path] for path in paths]
-    # Reordering copies the vectors, so it is skipped when they are in order.
-    if order == list(range(len(paths))):
-        order = slice(None)
+    rows = _index_or_none([row_of[path] for path in paths], len(sorted_paths))
 
     cached = cache.load(name)
     if cached is not None:
         features, metadata = cached
         pooled = _PooledSet(
-            features[order],
+            features,
+            rows,
             metadata["n_components"],
             metadata["n_guidance_channels"],
             metadata["layers"],
@@ -360,7 +594,7 @@ def _pool_database(pooler, paths: Sequence[str], cache: _FeatureCache) -> tuple:
         return pooled, None
 
     pooler.fit(sorted_paths)
-    features = pooler.transform(sorted_paths)
+    features = pooler.transform_to_npy(sorted_paths, cache.npy_path(name))
     metadata = {
         "n_components": pooler.n_components_,
         "n_guidance_channels": pooler.n_guidance_channels_,
@@ -369,9 +603,10 @@ def _pool_database(pooler, paths: Sequence[str], cache: _FeatureCache) -> tuple:
         "version": __version__,
         "paths": sorted_paths,
     }
-    cache.save(name, features, metadata, pooler)
+    cache.save_metadata(name, metadata, pooler)
     pooled = _PooledSet(
-        features[order],
+        features,
+        rows,
         pooler.n_components_,
         pooler.n_guidance_channels_,
         list(pooler.layers_),
@@ -379,6 +614,14 @@ def _pool_database(pooler, paths: Sequence[str], cache: _FeatureCache) -> tuple:
         key,
     )
     return pooled, pooler
+
+
+def _index_or_none(rows: Sequence[int], n_rows: int) -> np.ndarray | None:
+    """Return ``rows`` as an index array, or None when it lists every row in order."""
+    rows = np.asarray(rows, dtype=np.intp)
+    if np.array_equal(rows, np.arange(n_rows)):
+        return None
+    return rows
 
 
 def _crop_to_box(path: str, box: np.ndarray):
@@ -404,17 +647,20 @@ def _pool_queries(
     database: _PooledSet,
     fitted_pooler,
     cache: _FeatureCache,
-) -> tuple[np.ndarray, str]:
-    """Return the query vectors and where they came from.
+) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """Return the query vectors, the row of each query in them, and their source.
 
-    Full query images that are database images reuse the database rows.
-    Other queries are pooled with the pooler fitted on the database.
+    Full query images that are database images reuse the database rows, read
+    through an index as the database is. Other queries are pooled with the
+    pooler fitted on the database, and their rows are in order (None).
     """
     in_database = dataset.query_indices >= 0
     if not crop and in_database.all():
-        if np.array_equal(dataset.query_indices, np.arange(dataset.n_database)):
-            return database.features, "database rows"
-        return database.features[dataset.query_indices], "database rows"
+        rows = dataset.query_indices
+        if database.rows is not None:
+            rows = database.rows[rows]
+        n_rows = database.features.shape[0]
+        return database.features, _index_or_none(rows, n_rows), "database rows"
 
     boxes = dataset.query_boxes.tolist() if crop else None
     key = _hash(
@@ -427,7 +673,7 @@ def _pool_queries(
     name = f"queries-{key}"
     cached = cache.load(name)
     if cached is not None:
-        return cached[0], "cache"
+        return cached[0], None, "cache"
 
     pooler = fitted_pooler or cache.load_pooler(f"database-{database.key}")
     if crop:
@@ -440,7 +686,7 @@ def _pool_queries(
     features = pooler.transform(images)
     metadata = {"database": database.key, "paths": dataset.query_paths, "boxes": boxes}
     cache.save(name, features, metadata)
-    return features, "computed"
+    return features, None, "computed"
 
 
 # -- evaluate-retrieval ------------------------------------------------------
@@ -553,6 +799,48 @@ def _format_scores(scores: dict) -> list[str]:
     return lines
 
 
+def _evaluate(args, dataset, crop: bool, pooler, cache: _FeatureCache) -> dict:
+    """Pool the images, rank the database for each query and score the rankings.
+
+    Returns the result record that ``--json`` prints.
+    """
+    start = time.perf_counter()
+    database, fitted = _pool_database(pooler, dataset.database_paths, cache)
+    queries, query_rows, query_source = _pool_queries(
+        dataset, crop, database, fitted, cache
+    )
+    pooled = time.perf_counter()
+
+    n_neighbors = dataset.n_database
+    if args.protocol == "ukbench":
+        n_neighbors = min(_UKBENCH_DEPTH, dataset.n_database)
+    _, rankings = rank_database(
+        database.features,
+        queries,
+        database.n_components,
+        _settings_from_args(args),
+        n_neighbors,
+        database_rows=database.rows,
+        query_rows=query_rows,
+    )
+    scores = _score(args.protocol, dataset, rankings)
+    searched = time.perf_counter()
+
+    sources = {
+        "cache_dir": None if cache.folder is None else os.fspath(cache.folder),
+        "database": database.source,
+        "queries": query_source,
+    }
+    return {
+        "scores": scores,
+        "protocol": _protocol_record(args, dataset, crop, pooler, database, sources),
+        "seconds": {
+            "pooling": round(pooled - start, 3),
+            "search_and_scoring": round(searched - pooled, 3),
+        },
+    }
+
+
 def run_evaluate_retrieval(args) -> int:
     """Evaluate retrieval on a benchmark in its official layout and print the scores."""
     if args.cache is not None and args.no_cache:
@@ -567,39 +855,15 @@ def run_evaluate_retrieval(args) -> int:
         folder = Path(args.cache)
     else:
         folder = default_cache_dir(Path(dataset.root))
-    cache = _FeatureCache(folder)
 
-    start = time.perf_counter()
-    database, fitted = _pool_database(pooler, dataset.database_paths, cache)
-    queries, query_source = _pool_queries(dataset, crop, database, fitted, cache)
-    pooled = time.perf_counter()
+    # Without a cache the database vectors go to a temporary file, removed here.
+    scratch = contextlib.nullcontext()
+    if folder is None:
+        scratch = tempfile.TemporaryDirectory(prefix="skcrosslayer-")
+    with scratch as scratch_folder:
+        cache = _FeatureCache(folder, scratch_folder)
+        record = _evaluate(args, dataset, crop, pooler, cache)
 
-    n_neighbors = dataset.n_database
-    if args.protocol == "ukbench":
-        n_neighbors = min(_UKBENCH_DEPTH, dataset.n_database)
-    _, rankings = rank_database(
-        database.features,
-        queries,
-        database.n_components,
-        _settings_from_args(args),
-        n_neighbors,
-    )
-    scores = _score(args.protocol, dataset, rankings)
-    searched = time.perf_counter()
-
-    sources = {
-        "cache_dir": None if folder is None else os.fspath(folder),
-        "database": database.source,
-        "queries": query_source,
-    }
-    record = {
-        "scores": scores,
-        "protocol": _protocol_record(args, dataset, crop, pooler, database, sources),
-        "seconds": {
-            "pooling": round(pooled - start, 3),
-            "search_and_scoring": round(searched - pooled, 3),
-        },
-    }
     if args.json:
         print(json.dumps(record, indent=2, default=str))
         return 0
@@ -607,11 +871,12 @@ def run_evaluate_retrieval(args) -> int:
         f"{args.protocol}: {dataset.n_database} database images, "
         f"{dataset.n_queries} queries"
     )
-    for line in _format_scores(scores):
+    for line in _format_scores(record["scores"]):
         print(line)
     print()
     for name, value in record["protocol"].items():
         if name not in ("protocol", "features"):
             print(f"{name}: {value}")
-    print(f"features: database {database.source}, queries {query_source}")
+    sources = record["protocol"]["features"]
+    print(f"features: database {sources['database']}, queries {sources['queries']}")
     return 0

@@ -10,6 +10,8 @@ network adds nothing to checking the protocols, the rankings and the cache.
 import json
 import os
 import pickle
+import tempfile
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,12 @@ from PIL import Image, ImageOps
 from threadpoolctl import threadpool_limits
 
 from skcrosslayer import _base, retrieval_cli
+from skcrosslayer.binary import FeatureBinarizer
 from skcrosslayer.cli import main
+from skcrosslayer.pooler import CrossLayerPooler
+from skcrosslayer.retrieval_cli import SearchSettings, rank_database
+from skcrosslayer.search import ImageRetriever
+from skcrosslayer.selection import ChannelSelector
 
 N_COMPONENTS = 16
 N_GUIDANCE = 256
@@ -40,6 +47,25 @@ TINY_OPTIONS = [
 ]
 
 PHOTO_NAMES = ("astronaut", "chelsea", "coffee")
+
+# Every combination of search options, with the SearchSettings they give.
+SEARCH_SETTINGS = {
+    "float": ([], SearchSettings()),
+    "float, 10 channels": (["--n-channels", "10"], SearchSettings(10)),
+    "float, symmetric": (
+        ["--n-channels", "10", "--selection-mode", "symmetric"],
+        SearchSettings(10, "symmetric"),
+    ),
+    "binary": (["--binary"], SearchSettings(binary=True)),
+    "binary, 10 channels": (
+        ["--binary", "--n-channels", "10"],
+        SearchSettings(10, binary=True),
+    ),
+    "binary, symmetric": (
+        ["--binary", "--n-channels", "10", "--selection-mode", "symmetric"],
+        SearchSettings(10, "symmetric", binary=True),
+    ),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -153,6 +179,38 @@ def roxford_tree(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def reversed_roxford_tree(tmp_path_factory) -> Path:
+    """Revisited Oxford layout listing all 12 images in reverse path order.
+
+    The queries are version 0 of each photo and are database images, so a full
+    query reuses a database row. Version 1 is easy, version 2 hard and
+    version 3 junk.
+    """
+    root = tmp_path_factory.mktemp("roxford-reversed")
+    database = write_oxford_images(root / "jpg")[::-1]
+    position = {name: index for index, name in enumerate(database)}
+    queries = [f"{name}_{0:06d}" for name in PHOTO_NAMES]
+    gnd = [
+        {
+            "bbx": [0.0, 0.0, 100.0, 90.0],
+            "easy": [position[f"{name}_{1:06d}"]],
+            "hard": [position[f"{name}_{2:06d}"]],
+            "junk": [position[f"{name}_{3:06d}"]],
+        }
+        for name in PHOTO_NAMES
+    ]
+    content = {"imlist": database, "qimlist": queries, "gnd": gnd}
+    (root / "gnd_roxford5k.pkl").write_bytes(pickle.dumps(content))
+    return root
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory) -> Path:
+    """Feature cache shared by the tests of one module, one folder per tree."""
+    return tmp_path_factory.mktemp("shared-cache")
+
+
 def run(capsys, *args) -> tuple[int, str, str]:
     """Run the command line in-process and return the exit status, stdout, stderr."""
     status = main([str(a) for a in args])
@@ -213,6 +271,82 @@ def reference_average_precision(ranking, positives, junk) -> float:
 def reference_ranking(similarities: np.ndarray) -> list[int]:
     """Database indices by decreasing similarity, ties by increasing index."""
     return sorted(range(len(similarities)), key=lambda i: (-similarities[i], i))
+
+
+def reference_rank(database, queries, block_size, settings, n_neighbors):
+    """Rank in-memory vectors with the estimators, all rows at once."""
+    selector = ChannelSelector(
+        settings.n_channels, mode=settings.mode, block_size=block_size
+    )
+    # Complete database vectors in query mode, masked ones in symmetric mode.
+    database_vectors = selector.fit_transform(database)
+    query_vectors = selector.transform(queries)
+    if not settings.binary:
+        retriever = ImageRetriever(block_size=block_size).fit(database_vectors)
+        return retriever.kneighbors(query_vectors, n_neighbors)
+
+    binarizer = FeatureBinarizer(block_size=block_size).fit(database_vectors)
+    query_mask = database_mask = None
+    if settings.n_channels is not None:
+        query_mask = selector.block_mask(queries)
+        if settings.mode == "symmetric":
+            database_mask = selector.block_mask(database)
+    retriever = ImageRetriever(
+        "hamming",
+        block_size=block_size,
+        mode="query" if database_mask is None else "symmetric",
+    )
+    retriever.fit(
+        binarizer.transform(database_vectors), database_block_mask=database_mask
+    )
+    return retriever.kneighbors(
+        binarizer.transform(query_vectors), n_neighbors, query_block_mask=query_mask
+    )
+
+
+def record_rankings(monkeypatch) -> list[np.ndarray]:
+    """Record the rankings that evaluate-retrieval scores."""
+    rankings = []
+    original = retrieval_cli._score
+
+    def recording(protocol, dataset, ranking):
+        rankings.append(ranking)
+        return original(protocol, dataset, ranking)
+
+    monkeypatch.setattr(retrieval_cli, "_score", recording)
+    return rankings
+
+
+def record_searched_arrays(monkeypatch) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Record the database and query arrays passed to rank_database."""
+    arrays = []
+    original = retrieval_cli.rank_database
+
+    def recording(database, queries, *args, **kwargs):
+        arrays.append((database, queries))
+        return original(database, queries, *args, **kwargs)
+
+    monkeypatch.setattr(retrieval_cli, "rank_database", recording)
+    return arrays
+
+
+def write_pooled_memmap(path: Path, n_rows, n_guidance, block_size, seed=0):
+    """Write random pooled vectors with strengths as a .npy file, 100 rows a step.
+
+    The values are rounded to a quarter so that many similarities tie.
+    """
+    width = n_guidance * (block_size + 1)
+    output = np.lib.format.open_memmap(
+        path, mode="w+", dtype=np.float32, shape=(n_rows, width)
+    )
+    rng = np.random.default_rng(seed)
+    for start in range(0, n_rows, 100):
+        stop = min(start + 100, n_rows)
+        output[start:stop] = np.round(4 * rng.standard_normal((stop - start, width)))
+        output[start:stop] /= 4
+    output.flush()
+    del output
+    return np.load(path, mmap_mode="r")
 
 
 # -- evaluate-retrieval --------------------------------------------------------------
@@ -504,6 +638,98 @@ def test_evaluate_unknown_protocol(capsys, groups_tree):
     assert "invalid choice: 'sculptures'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("setting", SEARCH_SETTINGS)
+@pytest.mark.parametrize(
+    ("tree", "protocol", "options"),
+    [
+        ("groups_tree", "groups", []),
+        ("reversed_roxford_tree", "roxford", []),
+        ("reversed_roxford_tree", "roxford", ["--query-images", "box"]),
+        ("ukbench_tree", "ukbench", []),
+    ],
+    ids=["groups", "roxford reversed", "roxford reversed box", "ukbench"],
+)
+def test_evaluate_matches_in_memory_ranking(
+    capsys, request, shared_cache, monkeypatch, tree, protocol, options, setting
+):
+    root = request.getfixturevalue(tree)
+    cache = shared_cache / f"{tree}-{'-'.join(options)}"
+    search_options, settings = SEARCH_SETTINGS[setting]
+    rankings = record_rankings(monkeypatch)
+    searched = record_searched_arrays(monkeypatch)
+    record = evaluate(capsys, root, protocol, cache, *options, *search_options)
+
+    # The reference ranks the cached vectors in memory, in dataset order.
+    dataset = retrieval_cli._load_dataset(protocol, root)
+    features, paths = cached_features(cache, "database")
+    row_of = {path: row for row, path in enumerate(paths)}
+    database = features[[row_of[path] for path in dataset.database_paths]]
+    if record["protocol"]["features"]["queries"] == "database rows":
+        queries = database[dataset.query_indices]
+    else:
+        queries, _ = cached_features(cache, "queries")
+    n_neighbors = 4 if protocol == "ukbench" else dataset.n_database
+    _, expected = reference_rank(database, queries, N_COMPONENTS, settings, n_neighbors)
+
+    (ranking,) = rankings
+    np.testing.assert_array_equal(ranking, expected)
+    assert record["scores"] == retrieval_cli._score(protocol, dataset, expected)
+    ((searched_database, _),) = searched
+    assert isinstance(searched_database, np.memmap)
+
+
+def test_evaluate_reads_database_memory_mapped(
+    capsys, groups_tree, tmp_path, monkeypatch
+):
+    searched = record_searched_arrays(monkeypatch)
+    first = evaluate(capsys, groups_tree, "groups", tmp_path)
+    second = evaluate(capsys, groups_tree, "groups", tmp_path)
+
+    assert first["protocol"]["features"]["database"] == "computed"
+    assert second["protocol"]["features"]["database"] == "cache"
+    (database_file,) = tmp_path.glob("database-*.npy")
+    for database, queries in searched:
+        # The queries are database images, read from the same memory map.
+        assert isinstance(database, np.memmap)
+        assert Path(database.filename) == database_file
+        assert queries is database
+    assert first["scores"] == second["scores"]
+
+
+def test_evaluate_no_cache_removes_temporary_file(capsys, tmp_path, monkeypatch):
+    root = write_groups_tree(tmp_path / "groups")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    written = []
+    original = CrossLayerPooler.transform_to_npy
+
+    def recording(self, X, path):
+        written.append(Path(path))
+        return original(self, X, path)
+
+    monkeypatch.setattr(CrossLayerPooler, "transform_to_npy", recording)
+    searched = record_searched_arrays(monkeypatch)
+    status, out, err = run(
+        capsys,
+        "evaluate-retrieval",
+        root,
+        "--protocol",
+        "groups",
+        "--no-cache",
+        "--json",
+        *TINY_OPTIONS,
+    )
+
+    assert status == 0, err
+    assert json.loads(out)["protocol"]["features"]["database"] == "computed"
+    (path,) = written
+    assert path.parent.parent == scratch
+    ((database, _),) = searched
+    assert isinstance(database, np.memmap)
+    assert list(scratch.iterdir()) == []
+
+
 # -- retrieve ------------------------------------------------------------------------
 
 
@@ -622,3 +848,108 @@ def test_retrieve_needs_database(capsys):
 
     assert exit_info.value.code == 2
     assert "--database" in capsys.readouterr().err
+
+
+# -- rank_database -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_pooled(tmp_path_factory) -> np.ndarray:
+    """60 memory-mapped pooled vectors of 16 channels x 6 dims, with many ties."""
+    path = tmp_path_factory.mktemp("small") / "pooled.npy"
+    return write_pooled_memmap(path, 60, n_guidance=16, block_size=6)
+
+
+@pytest.fixture(scope="module")
+def large_pooled(tmp_path_factory) -> np.ndarray:
+    """2,000 memory-mapped pooled vectors of 200 channels x 99 dims: 160 MB."""
+    path = tmp_path_factory.mktemp("large") / "pooled.npy"
+    return write_pooled_memmap(path, 2000, n_guidance=200, block_size=99)
+
+
+@pytest.mark.parametrize("setting", SEARCH_SETTINGS)
+@pytest.mark.parametrize("n_neighbors", [7, 50])
+def test_rank_database_chunks_match_reference(
+    small_pooled, monkeypatch, setting, n_neighbors
+):
+    # Chunks of 5 database rows, batches of 3 float queries by bytes or 2 by
+    # ranking entries, and single binary queries, with rows read in another
+    # order than the file's: ties must still go to the lower index.
+    row_bytes = small_pooled.shape[1] * 4
+    monkeypatch.setattr(retrieval_cli, "_MAX_CHUNK_BYTES", 5 * row_bytes)
+    monkeypatch.setattr(retrieval_cli, "_MAX_QUERY_BATCH_BYTES", 3 * row_bytes)
+    monkeypatch.setattr(retrieval_cli, "_MAX_RANKING_ENTRIES", 10)
+    _, settings = SEARCH_SETTINGS[setting]
+    database_rows = np.random.default_rng(1).permutation(60)[:50]
+    query_rows = np.array([3, 59, 0, 17, 17, 42, 8])
+
+    similarities, indices = rank_database(
+        small_pooled,
+        small_pooled,
+        6,
+        settings,
+        n_neighbors,
+        database_rows=database_rows,
+        query_rows=query_rows,
+    )
+
+    database = np.asarray(small_pooled)[database_rows]
+    queries = np.asarray(small_pooled)[query_rows]
+    expected_similarities, expected_indices = reference_rank(
+        database, queries, 6, settings, n_neighbors
+    )
+    np.testing.assert_array_equal(indices, expected_indices)
+    np.testing.assert_array_equal(similarities, expected_similarities)
+    assert similarities.dtype == expected_similarities.dtype
+
+
+@pytest.mark.parametrize("setting", SEARCH_SETTINGS)
+def test_rank_database_rows_in_order(small_pooled, setting):
+    _, settings = SEARCH_SETTINGS[setting]
+    queries = np.asarray(small_pooled[10:14])
+
+    similarities, indices = rank_database(small_pooled, queries, 6, settings, 60)
+
+    expected_similarities, expected_indices = reference_rank(
+        np.asarray(small_pooled), queries, 6, settings, 60
+    )
+    np.testing.assert_array_equal(indices, expected_indices)
+    np.testing.assert_array_equal(similarities, expected_similarities)
+
+
+@pytest.mark.parametrize("setting", SEARCH_SETTINGS)
+def test_rank_database_memory_bounded_by_chunks(large_pooled, monkeypatch, setting):
+    # With 4 MiB chunks and query batches, ranking the 160 MB database must
+    # allocate a small fraction of it, even with its rows read out of order.
+    monkeypatch.setattr(retrieval_cli, "_MAX_CHUNK_BYTES", 1 << 22)
+    monkeypatch.setattr(retrieval_cli, "_MAX_QUERY_BATCH_BYTES", 1 << 22)
+    _, settings = SEARCH_SETTINGS[setting]
+    database_rows = np.arange(2000)[::-1].copy()
+    query_rows = np.arange(0, 2000, 50)
+
+    tracemalloc.start()
+    try:
+        _, indices = rank_database(
+            large_pooled,
+            large_pooled,
+            99,
+            settings,
+            2000,
+            database_rows=database_rows,
+            query_rows=query_rows,
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert large_pooled.nbytes == 2000 * 20000 * 4
+    assert peak < large_pooled.nbytes / 8
+    # File row q is database item 1999 - q in the reversed order. A query
+    # matches itself best when no channel selection drops its blocks.
+    if settings.n_channels is None:
+        np.testing.assert_array_equal(indices[:, 0], 1999 - query_rows)
+
+
+def test_rank_database_too_many_neighbors(small_pooled):
+    with pytest.raises(ValueError, match="n_neighbors=61 is more than the 60"):
+        rank_database(small_pooled, small_pooled[:2], 6, SearchSettings(), 61)
