@@ -880,6 +880,8 @@ default=None
         )
         self.database_ = X
         self.labels_ = y
+        # Built at the first faiss search and reused by later ones.
+        self._faiss_index = None
         logger.info(
             "ImageRetriever fitted on %d database items of %d blocks",
             X.shape[0],
@@ -887,12 +889,22 @@ default=None
         )
         return self
 
+    def __getstate__(self):
+        # A faiss index cannot be pickled; it is rebuilt from database_. The
+        # state is copied, because object.__getstate__ returns the live dict.
+        state = dict(super().__getstate__())
+        state.pop("_faiss_index", None)
+        return state
+
     def _faiss_search(
         self, queries: np.ndarray, n_neighbors: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        faiss = _import_faiss()
-        index = faiss.IndexBinaryFlat(8 * self.n_features_in_)
-        index.add(np.ascontiguousarray(self.database_))
+        index = getattr(self, "_faiss_index", None)
+        if index is None:
+            faiss = _import_faiss()
+            index = faiss.IndexBinaryFlat(8 * self.n_features_in_)
+            index.add(np.ascontiguousarray(self.database_))
+            self._faiss_index = index
         distances, indices = index.search(np.ascontiguousarray(queries), n_neighbors)
         # Order equal distances by increasing database index, as the NumPy path.
         # NOTE: when several codes tie at the n_neighbors-th distance, which of

@@ -1,5 +1,6 @@
 """Tests for block-masked similarities, streaming top-k search and ImageRetriever."""
 
+import pickle
 from types import SimpleNamespace
 
 import numpy as np
@@ -676,6 +677,35 @@ def test_retriever_faiss_path_orders_ties(rng, monkeypatch):
     assert faiss_similarities.dtype == np.int32
     np.testing.assert_array_equal(faiss_similarities, numpy_similarities)
     np.testing.assert_array_equal(faiss_indices, numpy_indices)
+
+
+def test_retriever_builds_faiss_index_once(rng, monkeypatch):
+    built = []
+
+    class CountingIndex(BruteForceBinaryIndex):
+        def __init__(self, n_bits):
+            super().__init__(n_bits)
+            built.append(self)
+
+    fake_faiss = SimpleNamespace(IndexBinaryFlat=CountingIndex)
+    monkeypatch.setattr(search_module, "_import_faiss", lambda: fake_faiss)
+    database, _ = pack_signs(rng.standard_normal((30, 24)))
+    queries, _ = pack_signs(rng.standard_normal((4, 24)))
+    retriever = ImageRetriever("hamming", 5, use_faiss=True).fit(database)
+
+    first = retriever.kneighbors(queries)
+    second = retriever.kneighbors(queries[::-1])
+    # Pickling drops the index, and the copy builds its own.
+    copied = pickle.loads(pickle.dumps(retriever))
+    again = copied.kneighbors(queries)
+    refitted = retriever.fit(database[::-1]).kneighbors(queries)
+
+    assert len(built) == 3
+    expected = ImageRetriever("hamming", 5, use_faiss=True).fit(database[::-1])
+    np.testing.assert_array_equal(second[1], first[1][::-1])
+    np.testing.assert_array_equal(again[1], first[1])
+    for got, reference in zip(refitted, expected.kneighbors(queries)):
+        np.testing.assert_array_equal(got, reference)
 
 
 def test_retriever_rejects_faiss_when_missing(monkeypatch):
