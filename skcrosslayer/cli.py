@@ -417,7 +417,10 @@ def _add_retrieval_parsers(commands) -> list[argparse.ArgumentParser]:
         "$XDG_CACHE_HOME/skcrosslayer/features when ROOT is read-only)",
     )
     evaluate.add_argument(
-        "--no-cache", action="store_true", help="neither read nor write cached vectors"
+        "--no-cache",
+        action="store_true",
+        help="neither read nor write cached vectors; the database vectors then "
+        "go to a temporary file under TMPDIR, removed at the end",
     )
     evaluate.add_argument("--json", action="store_true", help="print results as JSON")
     _add_search_options(evaluate)
