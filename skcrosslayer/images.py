@@ -12,6 +12,7 @@ it cannot decode as fast as the GPU computes.
 
 from __future__ import annotations
 
+import io
 import multiprocessing
 import os
 import sys
@@ -279,6 +280,10 @@ def _resized_tensor(item, index: int, policy: ResizePolicy) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
+# The first bytes of every JPEG file: a start-of-image marker, then a marker.
+_JPEG_SIGNATURE = b"\xff\xd8\xff"
+
+
 def _read_jpeg(item) -> tuple[torch.Tensor, int] | None:
     """Return the bytes and EXIF orientation of a JPEG file, or None otherwise.
 
@@ -288,14 +293,17 @@ def _read_jpeg(item) -> tuple[torch.Tensor, int] | None:
     """
     if not isinstance(item, str | os.PathLike):
         return None
-    path = os.fspath(item)
     try:
-        with Image.open(path) as image:
-            if image.format != "JPEG" or image.mode not in ("RGB", "L"):
+        with open(item, "rb") as handle:
+            # Other formats are left unread here, because PIL reads them anyway.
+            if handle.read(len(_JPEG_SIGNATURE)) != _JPEG_SIGNATURE:
+                return None
+            handle.seek(0)
+            data = handle.read()
+        with Image.open(io.BytesIO(data)) as image:
+            if image.mode not in ("RGB", "L"):
                 return None
             orientation = image.getexif().get(_EXIF_ORIENTATION_TAG, 1)
-        with open(path, "rb") as handle:
-            data = handle.read()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         return None
     return torch.frombuffer(bytearray(data), dtype=torch.uint8), orientation
@@ -388,11 +396,11 @@ def _decode_jpegs(data: list[torch.Tensor], device: torch.device) -> list:
         except (RuntimeError, ValueError):
             pass
         decoded = []
-        for one in data:
+        for encoded in data:
             try:
                 decoded.append(
                     torchvision.io.decode_jpeg(
-                        one, mode=torchvision.io.ImageReadMode.RGB, device=device
+                        encoded, mode=torchvision.io.ImageReadMode.RGB, device=device
                     )
                 )
             except (RuntimeError, ValueError):

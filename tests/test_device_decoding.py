@@ -174,40 +174,35 @@ def test_pooler_exact_without_resizing(sample_photos, tmp_path):
 # -- size_multiple ------------------------------------------------------------
 
 
-def test_size_multiple_rounds_each_side():
-    policy = ResizePolicy(image_size=None, max_size=200, size_multiple=32)
+# (image_size, max_size, size_multiple, input size, rounded size)
+ROUNDING_CASES = [
     # 400 x 300 -> 200 x 150 -> 6.25 and 4.69 multiples of 32.
-    assert policy.target_size(400, 300) == (192, 160)
-    assert policy.target_size(300, 400) == (160, 192)
+    (None, 200, 32, (400, 300), (192, 160)),
+    (None, 200, 32, (300, 400), (160, 192)),
     # A half rounds up, and every side keeps at least one multiple.
-    assert ResizePolicy(None, 500, size_multiple=10).target_size(75, 65) == (80, 70)
+    (None, 500, 10, (75, 65), (80, 70)),
     # 120 x 40 is upscaled to 192 x 64 first.
-    assert ResizePolicy(None, 500, size_multiple=100).target_size(120, 40) == (
-        200,
-        100,
-    )
+    (None, 500, 100, (120, 40), (200, 100)),
     # The nearest multiple above max_size gives way to the one below ...
-    assert ResizePolicy(None, 500, size_multiple=32).target_size(512, 512) == (
-        480,
-        480,
-    )
+    (None, 500, 32, (512, 512), (480, 480)),
     # ... unless the side is already above max_size after upscaling to 64 px.
-    assert ResizePolicy(None, 100, size_multiple=32).target_size(300, 30) == (
-        640,
-        64,
-    )
+    (None, 100, 32, (300, 30), (640, 64)),
     # The multiple below 64 px gives way to the one above. 640 x 64 keeps its
-    # size (the short side is already 64), and 645 would exceed both 640 and
-    # max_size, so the long side takes the multiple below.
-    assert ResizePolicy(None, 500, size_multiple=43).target_size(640, 64) == (
-        602,
-        86,
-    )
+    # size, and 645 would exceed both 640 and max_size, so the long side takes
+    # the multiple below.
+    (None, 500, 43, (640, 64), (602, 86)),
     # A warped square is not rounded.
-    assert ResizePolicy(224, None, size_multiple=32).target_size(640, 427) == (
-        224,
-        224,
-    )
+    (224, None, 32, (640, 427), (224, 224)),
+]
+
+
+@pytest.mark.parametrize(
+    "image_size, max_size, multiple, size, expected", ROUNDING_CASES
+)
+def test_size_multiple_rounds_each_side(image_size, max_size, multiple, size, expected):
+    policy = ResizePolicy(image_size, max_size, size_multiple=multiple)
+
+    assert policy.target_size(*size) == expected
 
 
 def test_size_multiple_fills_batches(tmp_path, photo):
